@@ -1,0 +1,389 @@
+"""Configuration: one merged, validated tree built from YAML files and ``--options``.
+
+``Config(args)`` merges, in this order (later wins):
+
+1. the model's default YAML, chosen by ``model.arch`` + ``model.model_type``
+   (``ModelClass.default_config_path(model_type)``);
+2. each dataset's default YAML, chosen by the builder name and its ``type`` (``default`` unless set)
+   (``BuilderClass.default_config_path(type)``);
+3. the user's YAML (``--cfg-path``);
+4. ``--options a.b=c ...`` (values parsed as YAML, so ``x=1e-4``, ``x=[train]``, ``x=null`` work).
+
+Every section is validated against the one schema (a dataclass) of the thing it configures:
+
+- ``model``: ``ModelClass.config_schema``;
+- ``datasets.<name>``: ``BuilderClass.config_schema``; each ``vis_processor`` / ``text_processor`` split
+  (``{name: ..., **params}``) against ``ProcessorClass.config_schema``; the same for the model default's
+  ``preprocess`` section;
+- ``run``: :class:`minigpt4.common.run_config.RunConfig`.
+
+An unknown key, a wrong type, a missing required value (``???``) or an unknown component name raises
+:class:`ConfigError` naming the dotted key and the file (or ``--options``) it came from. Nothing heavy is built
+here: validation only imports the component classes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from minigpt4.common.registry import RegistryError, registry
+
+logger = logging.getLogger(__name__)
+
+OPTIONS_LABEL = "--options"
+TOP_LEVEL_KEYS = ("model", "datasets", "run", "preprocess")
+PROCESSOR_SECTIONS = ("vis_processor", "text_processor")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the dotted key and the file it came from in the message."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# loading and provenance
+# ----------------------------------------------------------------------------------------------------------
+
+
+def load_yaml(path: str | os.PathLike[str]) -> DictConfig:
+    """Load one YAML mapping; a missing or malformed file fails naming the file."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as err:  # yaml.YAMLError and friends
+        raise ConfigError(f"{path}: could not parse YAML: {err}") from err
+    if cfg is None:
+        return OmegaConf.create({})
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got a {type(cfg).__name__}")
+    return cfg
+
+
+def parse_options(options: Sequence[str] | None) -> DictConfig:
+    """``["run.init_lr=1e-4", "run.train_splits=[train]"]`` -> a nested config (values parsed as YAML)."""
+    options = list(options or [])
+    for item in options:
+        if "=" not in item or not item.split("=", 1)[0].strip():
+            raise ConfigError(f"{OPTIONS_LABEL}: expected key=value with a dotted key, got {item!r}")
+    try:
+        return OmegaConf.from_dotlist(options)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{OPTIONS_LABEL}: could not parse {options}: {err}") from err
+
+
+def _leaf_keys(node: Any, prefix: str) -> Iterable[str]:
+    if isinstance(node, DictConfig | Mapping):
+        items = node.items_ex(resolve=False) if isinstance(node, DictConfig) else node.items()
+        empty = True
+        for key, value in items:
+            empty = False
+            yield from _leaf_keys(value, f"{prefix}.{key}" if prefix else str(key))
+        if empty and prefix:
+            yield prefix
+    else:
+        yield prefix
+
+
+class _Origins:
+    """Remembers which source (file or ``--options``) last set each dotted key."""
+
+    def __init__(self) -> None:
+        self._origin: dict[str, str] = {}
+
+    def record(self, node: Any, prefix: str, label: str) -> None:
+        for key in _leaf_keys(node, prefix):
+            self._origin[key] = label
+
+    def of(self, key: str, fallback: str) -> str:
+        """The source of ``key`` or, failing that, of its nearest recorded parent or child."""
+        probe = key
+        while probe:
+            if probe in self._origin:
+                return self._origin[probe]
+            probe = probe.rpartition(".")[0]
+        children = [label for k, label in self._origin.items() if k.startswith(key + ".")]
+        return children[-1] if children else fallback
+
+    def sources(self, key: str) -> list[str]:
+        """Every source that set ``key`` or something under it, in merge order, without repeats."""
+        labels = [label for k, label in self._origin.items() if k == key or k.startswith(key + ".")]
+        return list(dict.fromkeys(labels))
+
+
+def _section(cfg: DictConfig | None, key: str) -> Any:
+    if cfg is None:
+        return None
+    return cfg.get(key) if isinstance(cfg, DictConfig) else None
+
+
+def _merge_sources(sources: Sequence[tuple[str, Any]], prefix: str, origins: _Origins) -> DictConfig:
+    """Merge plain (unvalidated) sections, recording who set what."""
+    merged = OmegaConf.create({})
+    for label, node in sources:
+        if node is None:
+            continue
+        if not isinstance(node, DictConfig | Mapping):
+            raise ConfigError(f"{label}: {prefix}: expected a mapping, got {node!r}")
+        origins.record(node, prefix, label)
+        merged = OmegaConf.merge(merged, node)
+    return merged
+
+
+# ----------------------------------------------------------------------------------------------------------
+# validation against schemas
+# ----------------------------------------------------------------------------------------------------------
+
+
+def validate(schema: type, node: Any, prefix: str, origins: _Origins, fallback: str) -> DictConfig:
+    """Merge ``node`` into the structured schema; errors name the key and the file that set it."""
+    if not dataclasses.is_dataclass(schema):
+        raise TypeError(f"{schema!r} is not a dataclass schema")
+    base = OmegaConf.structured(schema)
+    try:
+        merged = OmegaConf.merge(base, node)
+    except ConfigKeyError as err:
+        key = _full_key(prefix, err)
+        known = ", ".join(f.name for f in dataclasses.fields(schema))
+        raise ConfigError(
+            f"{origins.of(key, fallback)}: unknown key {key!r} (known keys of {prefix or 'this section'}: {known})"
+        ) from None
+    except ValidationError as err:
+        key = _full_key(prefix, err)
+        raise ConfigError(f"{origins.of(key, fallback)}: {key}: {_reason(err)}") from None
+    missing = sorted(OmegaConf.missing_keys(merged))
+    if missing:
+        key = f"{prefix}.{missing[0]}" if prefix else missing[0]
+        declared = origins.sources(key) or ["the schema"]
+        others = f" (and {len(missing) - 1} more: {', '.join(missing[1:])})" if len(missing) > 1 else ""
+        raise ConfigError(
+            f"{fallback}: required value {key!r} is not set (it is '???' in {', '.join(declared)}){others}; "
+            f"set it in the config file or with --options {key}=..."
+        )
+    return merged
+
+
+def _full_key(prefix: str, err: OmegaConfBaseException) -> str:
+    key = getattr(err, "full_key", None) or getattr(err, "key", None) or ""
+    key = str(key)
+    return f"{prefix}.{key}" if prefix and key else (prefix or key)
+
+
+def _reason(err: OmegaConfBaseException) -> str:
+    msg = getattr(err, "msg", None) or str(err)
+    return msg.splitlines()[0]
+
+
+def _lookup(kind: str, name: Any, key: str, origins: _Origins, fallback: str) -> Any:
+    try:
+        return registry.lookup(kind, name)
+    except RegistryError as err:
+        raise ConfigError(f"{origins.of(key, fallback)}: {key}: {err}") from None
+
+
+def _default_path(cls: type, attr: str, type_name: str, key: str, origins: _Origins, fallback: str) -> str | None:
+    table: Mapping[str, str] = getattr(cls, attr, {}) or {}
+    if not table:
+        return None
+    if type_name not in table:
+        raise ConfigError(
+            f"{origins.of(key, fallback)}: {key}: unknown value {type_name!r} for {cls.__name__}; "
+            f"known: {', '.join(sorted(table))}"
+        )
+    return cls.default_config_path(type_name)
+
+
+def _validate_processors(node: DictConfig, prefix: str, origins: _Origins, fallback: str) -> None:
+    """Each ``{split: {name, **params}}`` entry against its processor's schema, in place."""
+    for section in PROCESSOR_SECTIONS:
+        splits = node.get(section)
+        if splits is None:
+            continue
+        for split, proc in list(splits.items()):
+            key = f"{prefix}.{section}.{split}"
+            if not isinstance(proc, DictConfig) or "name" not in proc:
+                raise ConfigError(f"{origins.of(key, fallback)}: {key}: expected a mapping with a 'name'")
+            proc_cls = _lookup("processor", proc.name, f"{key}.name", origins, fallback)
+            params = OmegaConf.masked_copy(proc, [k for k in proc if k != "name"])
+            checked = validate(proc_cls.config_schema, params, key, origins, fallback)
+            splits[split] = OmegaConf.merge({"name": proc.name}, checked)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Config
+# ----------------------------------------------------------------------------------------------------------
+
+
+class Config:
+    """The merged, validated configuration of one job.
+
+    Args:
+        args: an object with ``cfg_path`` (the user's YAML) and ``options`` (list of ``key=value`` strings
+            or None), e.g. the parsed command line of ``train.py``.
+    """
+
+    def __init__(self, args: Any) -> None:
+        import minigpt4  # noqa: F401  (registers every component so names resolve)
+
+        self.cfg_path = os.fspath(args.cfg_path)
+        user = load_yaml(self.cfg_path)
+        options = parse_options(getattr(args, "options", None))
+        for label, node in ((self.cfg_path, user), (OPTIONS_LABEL, options)):
+            unknown = [k for k in node if k not in TOP_LEVEL_KEYS]
+            if unknown:
+                raise ConfigError(
+                    f"{label}: unknown top-level key {unknown[0]!r} (known: {', '.join(TOP_LEVEL_KEYS)})"
+                )
+        self._origins = _Origins()
+        model, preprocess = self._build_model(user, options)
+        datasets = self._build_datasets(user, options)
+        run = self._build_run(user, options)
+        self.config: DictConfig = OmegaConf.create(
+            {"model": model, "preprocess": preprocess, "datasets": datasets, "run": run}
+        )
+
+    @classmethod
+    def load(cls, cfg_path: str | os.PathLike[str], options: Sequence[str] | None = None) -> Config:
+        """Convenience constructor: ``Config.load("train_configs/x.yaml", ["run.seed=1"])``."""
+        return cls(_Args(os.fspath(cfg_path), list(options or [])))
+
+    # sections -------------------------------------------------------------------------------------------
+    def _build_model(self, user: DictConfig, options: DictConfig) -> tuple[DictConfig, DictConfig]:
+        fallback = self.cfg_path
+        user_model, option_model = _section(user, "model"), _section(options, "model")
+        head = OmegaConf.merge(user_model or {}, option_model or {})
+        if "arch" not in head:
+            raise ConfigError(f"{self.cfg_path}: required value 'model.arch' is not set")
+        origins = _Origins()
+        origins.record(user_model or {}, "model", self.cfg_path)
+        origins.record(option_model or {}, "model", OPTIONS_LABEL)
+        model_cls = _lookup("model", head.arch, "model.arch", origins, fallback)
+        model_type = head.get("model_type") or getattr(model_cls, "DEFAULT_MODEL_TYPE", None)
+        default = _default_path(
+            model_cls, "PRETRAINED_MODEL_CONFIG_DICT", model_type, "model.model_type", origins, fallback
+        )
+        defaults = load_yaml(default) if default else OmegaConf.create({})
+        self._origins = origins = _Origins()
+        merged = _merge_sources(
+            [
+                (default or "", _section(defaults, "model")),
+                (self.cfg_path, user_model),
+                (OPTIONS_LABEL, option_model),
+            ],
+            "model",
+            origins,
+        )
+        merged.model_type = model_type
+        model = validate(model_cls.config_schema, merged, "model", origins, fallback)
+        preprocess = _merge_sources(
+            [
+                (default or "", _section(defaults, "preprocess")),
+                (self.cfg_path, _section(user, "preprocess")),
+                (OPTIONS_LABEL, _section(options, "preprocess")),
+            ],
+            "preprocess",
+            origins,
+        )
+        unknown = [k for k in preprocess if k not in PROCESSOR_SECTIONS]
+        if unknown:
+            key = f"preprocess.{unknown[0]}"
+            raise ConfigError(f"{origins.of(key, fallback)}: unknown key {key!r} (known: vis_processor, text_processor)")
+        _validate_processors(preprocess, "preprocess", origins, fallback)
+        return model, preprocess
+
+    def _build_datasets(self, user: DictConfig, options: DictConfig) -> DictConfig:
+        origins, fallback = self._origins, self.cfg_path
+        user_sets = _section(user, "datasets") or OmegaConf.create({})
+        option_sets = _section(options, "datasets") or OmegaConf.create({})
+        for name in option_sets:
+            if name not in user_sets:
+                raise ConfigError(
+                    f"{OPTIONS_LABEL}: datasets.{name}: not a dataset of {self.cfg_path} "
+                    f"(its datasets: {', '.join(user_sets) or 'none'})"
+                )
+        result = {}
+        for name in user_sets:
+            prefix = f"datasets.{name}"
+            origins.record(user_sets[name] or {}, prefix, self.cfg_path)
+            builder_cls = _lookup("builder", name, prefix, origins, fallback)
+            head = OmegaConf.merge(user_sets[name] or {}, option_sets.get(name) or {})
+            type_name = head.get("type", "default")
+            default = _default_path(builder_cls, "DATASET_CONFIG_DICT", type_name, f"{prefix}.type", origins, fallback)
+            defaults = load_yaml(default) if default else OmegaConf.create({})
+            default_entry = _section(_section(defaults, "datasets"), name)
+            merged = _merge_sources(
+                [
+                    (default or "", default_entry),
+                    (self.cfg_path, user_sets[name]),
+                    (OPTIONS_LABEL, option_sets.get(name)),
+                ],
+                prefix,
+                origins,
+            )
+            checked = validate(builder_cls.config_schema, merged, prefix, origins, fallback)
+            _validate_processors(checked, prefix, origins, fallback)
+            result[name] = checked
+        return OmegaConf.create(result)
+
+    def _build_run(self, user: DictConfig, options: DictConfig) -> DictConfig:
+        from minigpt4.common.run_config import RunConfig
+
+        origins, fallback = self._origins, self.cfg_path
+        merged = _merge_sources(
+            [(self.cfg_path, _section(user, "run")), (OPTIONS_LABEL, _section(options, "run"))], "run", origins
+        )
+        run = validate(RunConfig, merged, "run", origins, fallback)
+        _lookup("task", run.task, "run.task", origins, fallback)
+        _lookup("runner", run.runner, "run.runner", origins, fallback)
+        if run.lr_sched is not None:
+            _lookup("lr_scheduler", run.lr_sched, "run.lr_sched", origins, fallback)
+        return run
+
+    # accessors ------------------------------------------------------------------------------------------
+    @property
+    def run_cfg(self) -> DictConfig:
+        return self.config.run
+
+    @property
+    def model_cfg(self) -> DictConfig:
+        return self.config.model
+
+    @property
+    def datasets_cfg(self) -> DictConfig:
+        return self.config.datasets
+
+    @property
+    def preprocess_cfg(self) -> DictConfig:
+        return self.config.preprocess
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain, resolved copy: what checkpoints store and ``config.yaml`` holds."""
+        return OmegaConf.to_container(self.config, resolve=True)  # type: ignore[return-value]
+
+    def to_yaml(self) -> str:
+        return OmegaConf.to_yaml(self.config, resolve=True)
+
+    def pretty_print(self) -> None:
+        """Log the merged configuration, one section at a time."""
+        for section in ("run", "datasets", "model", "preprocess"):
+            logger.info("===== %s =====\n%s", section, OmegaConf.to_yaml(self.config[section], resolve=True))
+
+
+class _Args:
+    def __init__(self, cfg_path: str, options: list[str]) -> None:
+        self.cfg_path = cfg_path
+        self.options = options
+
+
+def node_to_dict(node: DictConfig | ListConfig | Mapping[str, Any]) -> Any:
+    """A plain Python copy of a config node (dicts pass through)."""
+    if isinstance(node, DictConfig | ListConfig):
+        return OmegaConf.to_container(node, resolve=True)
+    return dict(node)
