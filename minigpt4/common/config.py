@@ -99,6 +99,8 @@ class _Origins:
         self._origin: dict[str, str] = {}
 
     def record(self, node: Any, prefix: str, label: str) -> None:
+        if isinstance(node, DictConfig | Mapping) and len(node) == 0:
+            return
         for key in _leaf_keys(node, prefix):
             self._origin[key] = label
 
