@@ -240,9 +240,7 @@ class Config:
         for label, node in ((self.cfg_path, user), (OPTIONS_LABEL, options)):
             unknown = [k for k in node if k not in TOP_LEVEL_KEYS]
             if unknown:
-                raise ConfigError(
-                    f"{label}: unknown top-level key {unknown[0]!r} (known: {', '.join(TOP_LEVEL_KEYS)})"
-                )
+                raise ConfigError(f"{label}: unknown top-level key {unknown[0]!r} (known: {', '.join(TOP_LEVEL_KEYS)})")
         self._origins = _Origins()
         model, preprocess = self._build_model(user, options)
         datasets = self._build_datasets(user, options)
@@ -296,7 +294,9 @@ class Config:
         unknown = [k for k in preprocess if k not in PROCESSOR_SECTIONS]
         if unknown:
             key = f"preprocess.{unknown[0]}"
-            raise ConfigError(f"{origins.of(key, fallback)}: unknown key {key!r} (known: vis_processor, text_processor)")
+            raise ConfigError(
+                f"{origins.of(key, fallback)}: unknown key {key!r} (known: vis_processor, text_processor)"
+            )
         _validate_processors(preprocess, "preprocess", origins, fallback)
         return model, preprocess
 

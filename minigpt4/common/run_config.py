@@ -45,6 +45,10 @@ class RunConfig:
     world_size: int = 1
     dist_url: str = "env://"
     distributed: bool = True
+    # set by init_distributed_mode from the launcher's environment (not meant to be configured)
+    rank: int = 0
+    gpu: Optional[int] = None
+    dist_backend: Optional[str] = None
 
     # splits and evaluation
     train_splits: List[str] = field(default_factory=lambda: ["train"])
