@@ -1,0 +1,578 @@
+"""Chat templates and the :class:`Chat` wrapper that talks to a MiniGPT-4 model about images.
+
+A :class:`Conversation` holds the system prompt, the two roles and the messages, and renders the prompt the
+model was trained with::
+
+    >>> conv = CONV_VISION_Vicuna0.copy()
+    >>> conv.append_message(conv.roles[0], "<Img><ImageHere></Img> What is this?")
+    >>> conv.append_message(conv.roles[1], None)
+    >>> conv.get_prompt()
+    'Give the following image: ... Please answer my questions.###Human: <Img><ImageHere></Img> What is this?###Assistant: '
+
+:class:`Chat` turns a conversation and its images into input embeddings (the prompt is split on
+``<ImageHere>``, every text segment is tokenized without special tokens, ``bos`` is prepended once, and the
+image embeddings are spliced in), generates with the language model and cuts the answer at the template's
+stop string (``###``) or the end-of-sequence token. Later turns of a conversation reuse the key/value cache of
+the earlier context (:class:`PrefixCache`), so only the new tokens are run through the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from enum import Enum, auto
+from typing import Any, NamedTuple
+
+import torch
+from PIL import Image
+from torch import Tensor
+from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
+
+from minigpt4.common.constants import IMAGE_END, IMAGE_PLACEHOLDER, IMAGE_START, SYSTEM_VICUNA0
+
+logger = logging.getLogger(__name__)
+
+IMAGE_MESSAGE = f"{IMAGE_START}{IMAGE_PLACEHOLDER}{IMAGE_END}"
+"""The user message that stands for an uploaded image."""
+
+ImageInput = str | os.PathLike | Image.Image | Tensor
+"""What :meth:`Chat.upload_img` accepts: a file path, a PIL image, or a preprocessed ``[3, H, W]`` tensor."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# templates
+# ----------------------------------------------------------------------------------------------------------
+
+
+class SeparatorStyle(Enum):
+    """How messages are separated: ``SINGLE`` puts ``sep`` after every message, ``TWO`` alternates ``sep``/``sep2``."""
+
+    SINGLE = auto()
+    TWO = auto()
+
+
+@dataclasses.dataclass
+class Conversation:
+    """A chat template and the messages of one conversation.
+
+    Args:
+        system: text before the first message.
+        roles: (user role, assistant role) prefixes, rendered verbatim (``"Human: "``).
+        messages: ``[role, text]`` pairs; the text of the last assistant message is None while it is generated.
+        offset: number of leading messages that are part of the template (not shown in a chat window).
+        sep_style: :class:`SeparatorStyle`.
+        sep: separator after the system prompt and each message; also where an answer stops.
+        sep2: second separator for :attr:`SeparatorStyle.TWO` (after assistant messages).
+    """
+
+    system: str
+    roles: tuple[str, str]
+    messages: list[list[str | None]]
+    offset: int = 0
+    sep_style: SeparatorStyle = SeparatorStyle.SINGLE
+    sep: str = "###"
+    sep2: str | None = None
+    kv_cache: PrefixCache | None = dataclasses.field(default=None, repr=False, compare=False)
+    """Keys/values of the context the model has already seen (not copied by :meth:`copy`)."""
+
+    def get_prompt(self) -> str:
+        seps = [self.sep, self.sep] if self.sep_style == SeparatorStyle.SINGLE else [self.sep, self.sep2 or ""]
+        prompt = self.system + seps[0]
+        for i, (role, message) in enumerate(self.messages):
+            if message:
+                prompt += role + message + seps[i % 2]
+            else:
+                prompt += role
+        return prompt
+
+    def append_message(self, role: str, message: str | None) -> None:
+        self.messages.append([role, message])
+
+    @property
+    def stop_strings(self) -> list[str]:
+        """Strings that end an assistant answer: the separator that follows it in the template."""
+        stop = self.sep if self.sep_style == SeparatorStyle.SINGLE else self.sep2
+        return [stop] if stop else []
+
+    def to_gradio_chatbot(self) -> list[dict[str, str]]:
+        """The visible messages as Gradio ``Chatbot`` messages (``{"role": "user"|"assistant", "content": ...}``).
+
+        The image placeholder is dropped from user messages; an empty message is skipped.
+        """
+        chat = []
+        for role, message in self.messages[self.offset :]:
+            text = (message or "").replace(IMAGE_MESSAGE, "").strip()
+            if text:
+                chat.append({"role": "user" if role == self.roles[0] else "assistant", "content": text})
+        return chat
+
+    def copy(self) -> Conversation:
+        """A fresh copy with its own message list and no cached context."""
+        return dataclasses.replace(self, messages=[list(m) for m in self.messages], kv_cache=None)
+
+    def dict(self) -> dict[str, Any]:
+        return {
+            "system": self.system,
+            "roles": self.roles,
+            "messages": self.messages,
+            "offset": self.offset,
+            "sep": self.sep,
+            "sep2": self.sep2,
+        }
+
+
+CONV_VISION_Vicuna0 = Conversation(
+    system=SYSTEM_VICUNA0,
+    roles=("Human: ", "Assistant: "),
+    messages=[],
+    sep_style=SeparatorStyle.SINGLE,
+    sep="###",
+)
+
+CONV_VISION_LLama2 = Conversation(
+    system=SYSTEM_VICUNA0,
+    roles=("<s>[INST] ", " [/INST] "),
+    messages=[],
+    sep_style=SeparatorStyle.SINGLE,
+    sep="",
+)
+
+TEMPLATES = {"vicuna0": CONV_VISION_Vicuna0, "llama2": CONV_VISION_LLama2}
+
+
+def template_for(model_cfg: Any) -> Conversation:
+    """The chat template matching a model config: LLaMA-2 for the ``[INST]`` prompt template, else Vicuna v0."""
+    prompt_template = str(getattr(model_cfg, "prompt_template", "") or "")
+    model_type = str(getattr(model_cfg, "model_type", "") or "")
+    if "[INST]" in prompt_template or "llama2" in model_type:
+        return CONV_VISION_LLama2
+    return CONV_VISION_Vicuna0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# generation helpers
+# ----------------------------------------------------------------------------------------------------------
+
+
+class StopOnStrings(StoppingCriteria):
+    """Stops each sequence of a batch once its generated text contains one of ``stop_strings``.
+
+    Works on text, so it does not depend on how the tokenizer splits the stop string. ``input_ids`` are the
+    generated tokens only (generation starts from ``inputs_embeds``); the last ``window`` tokens are decoded.
+    """
+
+    def __init__(self, tokenizer: Any, stop_strings: Sequence[str], window: int = 16) -> None:
+        self.tokenizer = tokenizer
+        self.stop_strings = [s for s in stop_strings if s]
+        self.window = window
+
+    def __call__(self, input_ids: Tensor, scores: Tensor | None = None, **kwargs: Any) -> Tensor:
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        if not self.stop_strings or input_ids.shape[1] == 0:
+            return done
+        tails = self.tokenizer.batch_decode(input_ids[:, -self.window :], skip_special_tokens=True)
+        for i, tail in enumerate(tails):
+            done[i] = any(stop in tail for stop in self.stop_strings)
+        return done
+
+
+def cut_at_stop(text: str, stop_strings: Sequence[str]) -> tuple[str, bool]:
+    """``text`` up to the first stop string, and whether one was found."""
+    cut = min((text.find(s) for s in stop_strings if s and s in text), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def _held_back(text: str, stop_strings: Sequence[str]) -> int:
+    """Length of the longest suffix of ``text`` that could be the start of a stop string."""
+    best = 0
+    for stop in stop_strings:
+        for n in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:n]):
+                best = max(best, n)
+                break
+    return best
+
+
+def crop_cache(cache: Any, keep: int) -> None:
+    """Drop every cached position after the first ``keep``."""
+    remove = cache.get_seq_length() - keep
+    if remove > 0:
+        cache.crop(-remove)
+
+
+@dataclasses.dataclass
+class PrefixCache:
+    """Keys/values of a conversation's context and the input embeddings they were computed from.
+
+    A later turn whose embeddings start with the same vectors reuses the cached positions and only runs the
+    new ones through the model.
+    """
+
+    embeds: Tensor  # [1, L, D]
+    past_key_values: Any  # a transformers Cache holding L positions
+
+    def common_prefix(self, embeds: Tensor) -> int:
+        """How many leading positions of ``embeds`` [1, T, D] equal the cached ones (at most T - 1)."""
+        n = min(self.embeds.shape[1], embeds.shape[1] - 1)
+        if n <= 0 or self.embeds.shape[-1] != embeds.shape[-1]:
+            return 0
+        same = (self.embeds[0, :n] == embeds[0, :n].to(self.embeds)).all(-1)
+        mismatch = (~same).nonzero()
+        return int(mismatch[0, 0]) if len(mismatch) else n
+
+
+class _TokenStreamer(BaseStreamer):
+    """Passes generated token ids from ``generate`` (running in a thread) to the consumer through a queue."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[Tensor | None] = queue.Queue()
+        self.prompt_seen = False
+
+    def put(self, value: Tensor) -> None:
+        if not self.prompt_seen:  # generate first passes the prompt ids (empty when starting from embeddings)
+            self.prompt_seen = True
+            return
+        self.queue.put(value.reshape(-1).cpu())
+
+    def end(self) -> None:
+        self.queue.put(None)
+
+
+class Answer(NamedTuple):
+    """One answer: the text (stop string removed), the generated token ids, and whether old context was cut."""
+
+    text: str
+    tokens: Tensor
+    truncated: bool
+
+
+class AnswerStream:
+    """An answer being generated: iterate to get text pieces as they come; ``text`` holds the final answer.
+
+    ``truncated`` is known before the first piece: it says that the oldest context was dropped to fit
+    ``max_length``.
+    """
+
+    def __init__(self, pieces: Callable[[AnswerStream], Iterator[str]], truncated: bool) -> None:
+        self.truncated = truncated
+        self.text: str | None = None
+        self.tokens: Tensor | None = None
+        self._pieces = pieces(self)
+
+    def __iter__(self) -> Iterator[str]:
+        return self._pieces
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Chat
+# ----------------------------------------------------------------------------------------------------------
+
+
+class Chat:
+    """Chat with a MiniGPT-4 model about images.
+
+    Args:
+        model: a :class:`minigpt4.models.mini_gpt4.MiniGPT4` (anything with ``encode_img``, ``embed_tokens``,
+            ``llama_model`` and ``llama_tokenizer``), in eval mode.
+        vis_processor: maps a PIL image to a ``[3, H, W]`` tensor (the eval image processor).
+        device: where images go.
+        reuse_cache: keep each conversation's key/value cache between turns.
+    """
+
+    def __init__(self, model: Any, vis_processor: Callable[[Image.Image], Tensor], device: Any = "cuda:0",
+                 reuse_cache: bool = True) -> None:  # fmt: skip
+        self.model = model
+        self.vis_processor = vis_processor
+        self.device = torch.device(device)
+        self.reuse_cache = reuse_cache
+        self.tokenizer = model.llama_tokenizer
+
+    # images -----------------------------------------------------------------------------------------------
+    def load_image(self, image: ImageInput) -> Tensor:
+        """A preprocessed ``[3, H, W]`` image from a path, a PIL image or a tensor."""
+        if isinstance(image, Tensor):
+            return image[0] if image.dim() == 4 else image
+        if isinstance(image, str | os.PathLike):
+            with Image.open(image) as raw:
+                image = raw.convert("RGB")
+        elif isinstance(image, Image.Image):
+            image = image.convert("RGB")
+        else:
+            raise TypeError(f"unsupported image type {type(image).__name__}: give a path, a PIL image or a tensor")
+        return self.vis_processor(image)
+
+    @torch.no_grad()
+    def encode_images(self, images: Sequence[ImageInput]) -> Tensor:
+        """Image embeddings ``[B, N, D_llm]`` for a batch of images."""
+        pixels = torch.stack([self.load_image(image) for image in images]).to(self.device)  # [B, 3, H, W]
+        with self.model.maybe_autocast():
+            embeds, _ = self.model.encode_img(pixels)
+        return embeds
+
+    def upload_img(self, image: ImageInput, conv: Conversation, img_list: list[Tensor]) -> str:
+        """Encode ``image``, add it to ``img_list`` and its message (``<Img><ImageHere></Img>``) to ``conv``."""
+        img_list.append(self.encode_images([image]))  # [1, N, D]
+        conv.append_message(conv.roles[0], IMAGE_MESSAGE)
+        return "Received."
+
+    # questions --------------------------------------------------------------------------------------------
+    def ask(self, text: str, conv: Conversation) -> None:
+        """Add a user question; right after an image it joins the image message (separated by a space)."""
+        if conv.messages and conv.messages[-1][0] == conv.roles[0] and (conv.messages[-1][1] or "").endswith(IMAGE_END):
+            conv.messages[-1][1] = " ".join([conv.messages[-1][1], text])
+        else:
+            conv.append_message(conv.roles[0], text)
+
+    # embeddings -------------------------------------------------------------------------------------------
+    def _tokens(self, text: str) -> Tensor:
+        ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
+        return ids.to(self.model.device)
+
+    @torch.no_grad()
+    def get_context_emb(self, prompt: str, img_list: Sequence[Tensor]) -> Tensor:
+        """Input embeddings ``[1, T, D]``: ``bos``, then text segments interleaved with the image embeddings."""
+        segments = prompt.split(IMAGE_PLACEHOLDER)
+        if len(segments) != len(img_list) + 1:
+            raise ValueError(
+                f"the prompt has {len(segments) - 1} image placeholders but {len(img_list)} images were given"
+            )
+        bos = torch.tensor([[self.tokenizer.bos_token_id]], device=self.model.device)
+        seg_embs = [self.model.embed_tokens(torch.cat([bos, self._tokens(segments[0])], dim=1))]
+        seg_embs += [self.model.embed_tokens(self._tokens(seg)) for seg in segments[1:]]
+        parts = [seg_embs[0]]
+        for image, seg in zip(img_list, seg_embs[1:]):
+            parts += [image.to(seg), seg]
+        return torch.cat(parts, dim=1)  # [1, T, D]
+
+    def _prepare(self, conv: Conversation, img_list: Sequence[Tensor], max_new_tokens: int, max_length: int
+                 ) -> tuple[Tensor, bool]:  # fmt: skip
+        conv.append_message(conv.roles[1], None)
+        embs = self.get_context_emb(conv.get_prompt(), img_list)
+        overflow = embs.shape[1] + max_new_tokens - max_length
+        if overflow > 0:
+            logger.warning(
+                "The conversation (%d tokens + %d new) exceeds max_length=%d: the model will not see the oldest "
+                "%d tokens.",
+                embs.shape[1],
+                max_new_tokens,
+                max_length,
+                overflow,
+            )
+            embs = embs[:, overflow:]
+        return embs, overflow > 0
+
+    def _generation_kwargs(self, conv: Conversation, **options: Any) -> dict[str, Any]:
+        kwargs = dict(
+            stopping_criteria=StoppingCriteriaList([StopOnStrings(self.tokenizer, conv.stop_strings)]),
+            eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+            **options,
+        )
+        if kwargs["do_sample"]:
+            kwargs["temperature"] = float(kwargs["temperature"])
+        else:  # greedy or beam search: the sampling knobs would only raise warnings
+            kwargs.pop("temperature")
+            kwargs.pop("top_p")
+        return kwargs
+
+    def _decode(self, tokens: Tensor, conv: Conversation) -> str:
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        return cut_at_stop(text, conv.stop_strings)[0].strip()
+
+    # generation -------------------------------------------------------------------------------------------
+    def _start_cache(self, conv: Conversation, embs: Tensor, num_beams: int, truncated: bool) -> Any:
+        """The cache to start from (cropped to the positions shared with ``embs``), or None."""
+        cached, conv.kv_cache = conv.kv_cache, None
+        if not self.reuse_cache or cached is None or num_beams != 1 or truncated:
+            return None
+        keep = cached.common_prefix(embs)
+        if keep == 0:
+            return None
+        crop_cache(cached.past_key_values, keep)
+        return cached.past_key_values
+
+    def _store_cache(self, conv: Conversation, embs: Tensor, output: Any, num_beams: int, truncated: bool) -> None:
+        cache = getattr(output, "past_key_values", None)
+        if not self.reuse_cache or cache is None or num_beams != 1 or truncated:
+            return
+        generated = output.sequences[:, :-1]  # the last token was sampled but never fed back
+        seen = torch.cat([embs, self.model.embed_tokens(generated).to(embs)], dim=1)
+        keep = min(cache.get_seq_length(), seen.shape[1])
+        crop_cache(cache, keep)
+        conv.kv_cache = PrefixCache(seen[:, :keep], cache)
+
+    @torch.no_grad()
+    def _generate(self, conv: Conversation, embs: Tensor, truncated: bool, streamer: Any = None, **kwargs: Any):
+        num_beams = kwargs.get("num_beams", 1)
+        past = self._start_cache(conv, embs, num_beams, truncated)
+        with self.model.maybe_autocast():
+            output = self.model.llama_model.generate(
+                inputs_embeds=embs,
+                attention_mask=torch.ones(embs.shape[:2], dtype=torch.long, device=embs.device),
+                past_key_values=past,
+                return_dict_in_generate=True,
+                streamer=streamer,
+                **kwargs,
+            )
+        self._store_cache(conv, embs, output, num_beams, truncated)
+        return output
+
+    def answer(
+        self,
+        conv: Conversation,
+        img_list: Sequence[Tensor],
+        max_new_tokens: int = 300,
+        num_beams: int = 1,
+        min_length: int = 1,
+        top_p: float = 0.9,
+        repetition_penalty: float = 1.05,
+        length_penalty: float = 1.0,
+        temperature: float = 1.0,
+        max_length: int = 2000,
+        do_sample: bool = True,
+        stream: bool = False,
+        **generate_kwargs: Any,
+    ) -> Answer | AnswerStream:
+        """Generate the assistant's answer to the conversation so far and add it to ``conv``.
+
+        Returns an :class:`Answer` (``answer[0]`` is the text), or with ``stream=True`` an :class:`AnswerStream`
+        that yields the text piece by piece. ``do_sample=False`` is greedy (or beam) search. When the context
+        plus ``max_new_tokens`` exceeds ``max_length``, the oldest tokens are dropped with a warning and
+        ``truncated`` is set. Extra keyword arguments go to ``generate`` (e.g. ``min_new_tokens``).
+        """
+        embs, truncated = self._prepare(conv, img_list, max_new_tokens, max_length)
+        kwargs = self._generation_kwargs(
+            conv,
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            min_length=min_length,
+            top_p=top_p,
+            repetition_penalty=repetition_penalty,
+            length_penalty=length_penalty,
+            temperature=temperature,
+            do_sample=do_sample,
+            **generate_kwargs,
+        )
+        if stream:
+            return AnswerStream(lambda s: self._stream_pieces(s, conv, embs, truncated, kwargs), truncated)
+        output = self._generate(conv, embs, truncated, **kwargs)
+        tokens = output.sequences[0]
+        text = self._decode(tokens, conv)
+        conv.messages[-1][1] = text
+        return Answer(text, tokens, truncated)
+
+    def stream_answer(self, conv: Conversation, img_list: Sequence[Tensor], **kwargs: Any) -> AnswerStream:
+        """``answer(..., stream=True)``."""
+        return self.answer(conv, img_list, stream=True, **kwargs)  # type: ignore[return-value]
+
+    def _stream_pieces(self, stream: AnswerStream, conv: Conversation, embs: Tensor, truncated: bool,
+                       kwargs: dict[str, Any]) -> Iterator[str]:  # fmt: skip
+        """Run ``generate`` in a thread and yield the visible text as it grows (the stop string never shows)."""
+        stops = conv.stop_strings
+        streamer = _TokenStreamer() if kwargs.get("num_beams", 1) == 1 else None
+        result: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                result["output"] = self._generate(conv, embs, truncated, streamer=streamer, **kwargs)
+            except BaseException as err:  # re-raised in the consumer
+                result["error"] = err
+            finally:
+                if streamer is not None:
+                    streamer.end()
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        shown = ""
+        ids: list[int] = []
+        while streamer is not None:
+            piece = streamer.queue.get()
+            if piece is None:
+                break
+            ids += piece.tolist()
+            text, stopped = cut_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), stops)
+            visible = text if stopped else text[: len(text) - _held_back(text, stops)]
+            visible = visible.lstrip().rstrip() if not stopped else visible.strip()
+            if visible.endswith("\ufffd") or not visible.startswith(shown):
+                continue  # an incomplete character: wait for the next token
+            if len(visible) > len(shown):
+                yield visible[len(shown) :]
+                shown = visible
+        thread.join()
+        if "error" in result:
+            raise result["error"]
+        tokens = result["output"].sequences[0]
+        final = self._decode(tokens, conv)
+        if final.startswith(shown) and len(final) > len(shown):
+            yield final[len(shown) :]
+        elif not final.startswith(shown):
+            logger.warning("streamed text diverged from the decoded answer; the conversation keeps the decoded one")
+        conv.messages[-1][1] = final
+        stream.text, stream.tokens = final, tokens
+
+    # batches ----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def answer_batch(
+        self,
+        convs: Sequence[Conversation],
+        img_lists: Sequence[Sequence[Tensor]],
+        max_new_tokens: int = 300,
+        num_beams: int = 1,
+        min_length: int = 1,
+        top_p: float = 0.9,
+        repetition_penalty: float = 1.05,
+        length_penalty: float = 1.0,
+        temperature: float = 1.0,
+        max_length: int = 2000,
+        do_sample: bool = True,
+        **generate_kwargs: Any,
+    ) -> list[str]:
+        """Answer several conversations in one left-padded batch; each sequence stops on its own.
+
+        The answers are added to their conversations and returned. All conversations must use the same template.
+        """
+        if len(convs) != len(img_lists):
+            raise ValueError(f"{len(convs)} conversations but {len(img_lists)} image lists")
+        if len({tuple(c.stop_strings) for c in convs}) > 1:
+            raise ValueError("a batch must use one chat template")
+        prepared = [self._prepare(conv, imgs, max_new_tokens, max_length) for conv, imgs in zip(convs, img_lists)]
+        embs, mask = self._left_pad([e for e, _ in prepared])
+        kwargs = self._generation_kwargs(
+            convs[0],
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            min_length=min_length,
+            top_p=top_p,
+            repetition_penalty=repetition_penalty,
+            length_penalty=length_penalty,
+            temperature=temperature,
+            do_sample=do_sample,
+            **generate_kwargs,
+        )
+        with self.model.maybe_autocast():
+            output = self.model.llama_model.generate(
+                inputs_embeds=embs, attention_mask=mask, return_dict_in_generate=True, **kwargs
+            )
+        answers = []
+        for conv, tokens in zip(convs, output.sequences):
+            conv.kv_cache = None
+            conv.messages[-1][1] = self._decode(tokens, conv)
+            answers.append(conv.messages[-1][1])
+        return answers
+
+    def _left_pad(self, embs: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        """Stack ``[1, T_i, D]`` embeddings into ``[B, T, D]`` with padding on the left, and the attention mask."""
+        length = max(e.shape[1] for e in embs)
+        pad_id = torch.tensor([[self.tokenizer.pad_token_id]], device=self.model.device)
+        pad = self.model.embed_tokens(pad_id)[0, 0]  # [D]
+        rows, masks = [], []
+        for e in embs:
+            n = length - e.shape[1]
+            rows.append(torch.cat([pad.to(e).expand(n, -1), e[0]], dim=0))
+            masks.append(torch.cat([torch.zeros(n, dtype=torch.long), torch.ones(e.shape[1], dtype=torch.long)]))
+        return torch.stack(rows), torch.stack(masks).to(rows[0].device)

@@ -1,0 +1,260 @@
+"""Chat templates and generation invariants of ``minigpt4.conversation.conversation``."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from minigpt4.conversation.conversation import (
+    Chat,
+    CONV_VISION_LLama2,
+    CONV_VISION_Vicuna0,
+    Conversation,
+    SeparatorStyle,
+    StopOnStrings,
+    cut_at_stop,
+)
+
+SYSTEM = (
+    "Give the following image: <Img>ImageContent</Img>. You will be able to see the image once I provide it "
+    "to you. Please answer my questions."
+)
+GREEDY = dict(max_new_tokens=10, do_sample=False, repetition_penalty=1.0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# templates
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _first_turn(template: Conversation, chat: Chat, question: str = "What is this?") -> Conversation:
+    conv = template.copy()
+    conv.append_message(conv.roles[0], "<Img><ImageHere></Img>")
+    chat.ask(question, conv)
+    conv.append_message(conv.roles[1], None)
+    return conv
+
+
+def test_vicuna0_prompt_is_the_published_one(chat):
+    conv = _first_turn(CONV_VISION_Vicuna0, chat)
+    assert conv.get_prompt() == SYSTEM + "###Human: <Img><ImageHere></Img> What is this?###Assistant: "
+
+
+def test_llama2_prompt(chat):
+    conv = _first_turn(CONV_VISION_LLama2, chat)
+    assert conv.get_prompt() == SYSTEM + "<s>[INST] <Img><ImageHere></Img> What is this? [/INST] "
+
+
+def test_second_turn_prompt_and_template_untouched(chat):
+    conv = _first_turn(CONV_VISION_Vicuna0, chat)
+    conv.messages[-1][1] = "A red square."
+    chat.ask("Where?", conv)
+    conv.append_message(conv.roles[1], None)
+    assert conv.get_prompt() == (
+        SYSTEM
+        + "###Human: <Img><ImageHere></Img> What is this?###Assistant: A red square.###Human: Where?###Assistant: "
+    )
+    assert CONV_VISION_Vicuna0.messages == []
+    assert conv.to_gradio_chatbot() == [
+        {"role": "user", "content": "What is this?"},
+        {"role": "assistant", "content": "A red square."},
+        {"role": "user", "content": "Where?"},
+    ]
+
+
+def test_separator_style_two():
+    conv = Conversation("S", ("U: ", "A: "), [], sep_style=SeparatorStyle.TWO, sep=" ", sep2="</s>")
+    conv.append_message("U: ", "hi")
+    conv.append_message("A: ", "hello")
+    conv.append_message("U: ", "bye")
+    conv.append_message("A: ", None)
+    assert conv.get_prompt() == "S U: hi A: hello</s>U: bye A: "
+    assert conv.stop_strings == ["</s>"]
+
+
+def test_cut_at_stop():
+    assert cut_at_stop("a red###Human: x", ["###"]) == ("a red", True)
+    assert cut_at_stop("a red", ["###"]) == ("a red", False)
+
+
+def test_embeddings_interleave_text_and_image(chat, image):
+    conv = CONV_VISION_Vicuna0.copy()
+    img_list = []
+    chat.upload_img(image, conv, img_list)
+    chat.ask("hi", conv)
+    prompt = conv.get_prompt()
+    embs = chat.get_context_emb(prompt, img_list)
+    before, after = prompt.split("<ImageHere>")
+    tok = chat.tokenizer
+    n_before = 1 + len(tok(before, add_special_tokens=False).input_ids)
+    n_after = len(tok(after, add_special_tokens=False).input_ids)
+    assert embs.shape[1] == n_before + img_list[0].shape[1] + n_after
+    bos = chat.model.embed_tokens(torch.tensor([[tok.bos_token_id]]))
+    torch.testing.assert_close(embs[:, :1], bos)
+    torch.testing.assert_close(embs[:, n_before : n_before + img_list[0].shape[1]], img_list[0])
+    with pytest.raises(ValueError, match="placeholders"):
+        chat.get_context_emb(prompt, [])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# generation
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _start(chat: Chat, image, question: str = "describe the image", template=CONV_VISION_Vicuna0):
+    conv, img_list = template.copy(), []
+    chat.upload_img(image, conv, img_list)
+    chat.ask(question, conv)
+    return conv, img_list
+
+
+def test_upload_accepts_path_pil_and_tensor(chat, image, tmp_path, vis_processor):
+    path = tmp_path / "x.png"
+    image.save(path)
+    embeds = []
+    for source in (str(path), path, image, vis_processor(image)):
+        _, img_list = _start(chat, source)
+        embeds.append(img_list[0])
+    for other in embeds[1:]:
+        torch.testing.assert_close(other, embeds[0])
+
+
+def test_greedy_is_deterministic_and_stored(chat, image):
+    conv1, imgs1 = _start(chat, image)
+    conv2, imgs2 = _start(chat, image)
+    a1 = chat.answer(conv1, imgs1, **GREEDY)
+    a2 = chat.answer(conv2, imgs2, **GREEDY)
+    assert a1.text == a2.text and a1[0] == a1.text
+    assert torch.equal(a1.tokens, a2.tokens)
+    assert conv1.messages[-1] == [conv1.roles[1], a1.text]
+    assert "###" not in a1.text and not a1.truncated
+
+
+def test_sampling_and_beams_run(chat, image):
+    conv, imgs = _start(chat, image)
+    torch.manual_seed(0)
+    first = chat.answer(conv, imgs, max_new_tokens=6, temperature=0.7, top_p=0.9).text
+    conv, imgs = _start(chat, image)
+    torch.manual_seed(0)
+    assert chat.answer(conv, imgs, max_new_tokens=6, temperature=0.7, top_p=0.9).text == first
+    conv, imgs = _start(chat, image)
+    beams = chat.answer(conv, imgs, max_new_tokens=6, num_beams=2, do_sample=False)
+    assert isinstance(beams.text, str) and "###" not in beams.text
+
+
+class ForceTokensAt(LogitsProcessor):
+    """Row ``i`` is forced to emit ``tokens`` starting at generated step ``steps[i]`` (greedy elsewhere)."""
+
+    def __init__(self, steps: list[int], tokens: list[int]) -> None:
+        self.steps, self.tokens = steps, tokens
+        self.start = None
+
+    def __call__(self, input_ids, scores):
+        if self.start is None:
+            self.start = input_ids.shape[1]
+        step = input_ids.shape[1] - self.start
+        for row, first in enumerate(self.steps):
+            k = step - first
+            if 0 <= k < len(self.tokens):
+                scores[row] = -float("inf")
+                scores[row, self.tokens[k]] = 0.0
+        return scores
+
+
+def test_batch_stops_each_sequence_on_its_stop_string(chat, image):
+    tok = chat.tokenizer
+    hash_byte = tok.convert_tokens_to_ids("<0x23>")  # "#": the stop string spread over three tokens
+    steps = [2, 5, 100]
+    convs, img_lists = zip(*[_start(chat, image, q) for q in ("describe the image", "a red circle", "where is it")])
+    forcing = ForceTokensAt(steps, [hash_byte] * 3)
+    answers = chat.answer_batch(list(convs), list(img_lists), logits_processor=LogitsProcessorList([forcing]), **GREEDY)
+    assert len(answers) == 3
+    for conv, answer in zip(convs, answers):
+        assert "#" not in answer and conv.messages[-1][1] == answer
+    # the forced rows stopped right after the stop string, the free row ran to max_new_tokens
+    for i, solo_conv in enumerate([_start(chat, image, q) for q in ("describe the image", "a red circle")]):
+        solo = chat.answer(
+            *solo_conv, logits_processor=LogitsProcessorList([ForceTokensAt([steps[i]], [hash_byte] * 3)]), **GREEDY
+        )
+        assert solo.tokens.shape[0] == steps[i] + 3
+        assert solo.text == answers[i]
+
+
+def test_batch_matches_single_greedy(chat, image):
+    questions = ["describe the image", "is there a small blue square on the left of the image"]
+    convs, img_lists = zip(*[_start(chat, image, q) for q in questions])
+    batch = chat.answer_batch(list(convs), list(img_lists), **GREEDY)
+    singles = [chat.answer(*_start(chat, image, q), **GREEDY).text for q in questions]
+    assert batch == singles
+
+
+def test_stop_on_strings_is_per_sequence(chat_tokenizer):
+    ids = chat_tokenizer(["a red ###", "a red circle"], add_special_tokens=False, padding=True).input_ids
+    done = StopOnStrings(chat_tokenizer, ["###"])(torch.tensor(ids), None)
+    assert done.tolist() == [True, False]
+
+
+def test_stream_equals_answer(chat, image):
+    conv, imgs = _start(chat, image)
+    expected = chat.answer(conv, imgs, **GREEDY).text
+    conv, imgs = _start(chat, image)
+    stream = chat.answer(conv, imgs, stream=True, **GREEDY)
+    pieces = list(stream)
+    assert "".join(pieces) == expected == stream.text == conv.messages[-1][1]
+
+
+def test_stream_hides_the_stop_string(chat, image):
+    hash_byte = chat.tokenizer.convert_tokens_to_ids("<0x23>")
+    conv, imgs = _start(chat, image)
+    forcing = LogitsProcessorList([ForceTokensAt([3], [hash_byte] * 3)])
+    pieces = list(chat.stream_answer(conv, imgs, logits_processor=forcing, **GREEDY))
+    assert all("#" not in p for p in pieces) and "".join(pieces) == conv.messages[-1][1]
+
+
+def _count_fed_positions(model):
+    fed = []
+    hook = model.llama_model.model.register_forward_pre_hook(
+        lambda mod, args, kwargs: (
+            fed.append(kwargs["inputs_embeds"].shape[1]) if kwargs.get("inputs_embeds") is not None else None
+        ),
+        with_kwargs=True,
+    )
+    return fed, hook
+
+
+def test_cached_turns_equal_recomputed(chat_model, image, vis_processor):
+    cached = Chat(chat_model, vis_processor, device="cpu", reuse_cache=True)
+    fresh = Chat(chat_model, vis_processor, device="cpu", reuse_cache=False)
+    convs, answers = {}, {}
+    fed, hook = _count_fed_positions(chat_model)
+    try:
+        for name, chat in (("cached", cached), ("fresh", fresh)):
+            conv, imgs = _start(chat, image)
+            answers[name] = [chat.answer(conv, imgs, **GREEDY).text]
+            for question in ("where is the red circle", "and the blue square"):
+                chat.ask(question, conv)
+                answers[name].append(chat.answer(conv, imgs, **GREEDY).text)
+            convs[name] = conv
+    finally:
+        hook.remove()
+    assert answers["cached"] == answers["fresh"]
+    assert convs["cached"].get_prompt() == convs["fresh"].get_prompt()
+    # prefill lengths: the cached chat fed only the new part of turns 2 and 3
+    cached_prefills, fresh_prefills = fed[:3], fed[3:]
+    assert cached_prefills[0] == fresh_prefills[0]
+    assert cached_prefills[1] < fresh_prefills[1] and cached_prefills[2] < fresh_prefills[2]
+    assert convs["cached"].kv_cache is not None and convs["fresh"].kv_cache is None
+
+
+def test_too_long_context_is_truncated_with_notice(chat, image, caplog):
+    conv, imgs = _start(chat, image)
+    with caplog.at_level(logging.WARNING, logger="minigpt4.conversation.conversation"):
+        answer = chat.answer(conv, imgs, max_length=30, **GREEDY)
+    assert answer.truncated
+    assert "max_length" in caplog.text
+    stream = chat.stream_answer(*_start(chat, image), max_length=30, **GREEDY)
+    assert stream.truncated
+    list(stream)
