@@ -1,0 +1,283 @@
+"""Stage-1 image-text pairs from webdataset tar shards (the img2dataset layout: ``KEY.jpg``, ``KEY.json``, ``KEY.txt``).
+
+The pipeline is plain ``tarfile`` streaming, in this order, for each *stream* (one per rank and loader worker):
+
+1. shard list: brace patterns expanded (``/data/laion/{00000..10488}.tar``, several joined by ``::``);
+   ``resampled`` streams draw shards at random with replacement forever (seeded by seed, rank, stream), the
+   finite mode shuffles the list once per epoch and gives stream ``s`` of ``S`` the shards ``s::S``;
+2. tar members grouped by key (the file name up to its first dot) into raw samples ``{ext: bytes}``;
+3. a shuffle buffer over raw samples (seeded per stream and epoch);
+4. decoding (image to RGB, caption from ``json["caption"]`` or ``txt``) and the processors, with the crop RNG
+   seeded per sample.
+
+A sample that cannot be used is skipped and counted per reason (:data:`BAD_REASONS`). Every sample carries a
+small meta record (stream id, how many raw samples the stream has consumed, the stream's bad-sample counts) that
+:mod:`minigpt4.datasets.data_utils` uses to resume exactly: it restarts each stream and drops the recorded number
+of raw samples after step 3, before any image is decoded.
+"""
+
+from __future__ import annotations
+
+import copy
+import glob
+import io
+import json
+import logging
+import os
+import random
+import tarfile
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from braceexpand import braceexpand
+from PIL import Image
+from torch.utils.data import IterableDataset, get_worker_info
+
+from minigpt4.datasets.datasets.common import META_KEY, BadSampleCounter, derive_seed, open_rgb, seeded_torch
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+BAD_REASONS = ("tar_error", "no_image", "image_decode", "no_caption", "processor_error")
+MAX_BAD_IN_A_ROW = 10000  # a stream with this many unusable samples in a row is misconfigured
+_TAR_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error)
+
+
+def expand_shards(storage: str | Sequence[str]) -> list[str]:
+    """Expand brace patterns (and globs) into existing shard files.
+
+    Args:
+        storage: one pattern, several joined by ``::``, or a list of patterns.
+
+    Raises:
+        FileNotFoundError: a pattern matches no file (the pattern is in the message).
+    """
+    patterns = storage.split("::") if isinstance(storage, str) else list(storage)
+    patterns = [p.strip() for p in patterns if p and p.strip()]
+    if not patterns:
+        raise FileNotFoundError("no shard pattern given (build_info.storage is empty)")
+    shards: list[str] = []
+    for pattern in patterns:
+        names = [os.path.expanduser(n) for n in braceexpand(pattern)]
+        found: list[str] = []
+        for name in names:
+            found.extend(sorted(glob.glob(name)) if glob.has_magic(name) else [name] if os.path.isfile(name) else [])
+        if not found:
+            raise FileNotFoundError(
+                f"no shard file matches {pattern!r} ({len(names)} names expanded, first {names[0]!r})"
+            )
+        missing = len(names) - len(found)
+        if missing > 0 and not any(glob.has_magic(n) for n in names):
+            logger.warning(
+                "%d of %d shards of %r do not exist; using the %d that do", missing, len(names), pattern, len(found)
+            )
+        shards.extend(found)
+    return shards
+
+
+def _split_key(name: str) -> tuple[str, str] | None:
+    directory, base = os.path.split(name)
+    if "." not in base:
+        return None
+    key, ext = base.split(".", 1)
+    return os.path.join(directory, key), ext.lower()
+
+
+def iter_tar_samples(path: str, counter: BadSampleCounter) -> Iterator[dict[str, Any]]:
+    """Raw samples ``{"__key__", "__url__", ext: bytes}`` of one tar, members grouped by consecutive key.
+
+    An unreadable shard or member ends the shard (streams cannot seek past damage) and counts one ``tar_error``;
+    the sample being assembled at that point is dropped.
+    """
+    current: dict[str, Any] | None = None
+    try:
+        with tarfile.open(path, mode="r|*") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                split = _split_key(member.name)
+                if split is None:
+                    continue
+                key, ext = split
+                data = tar.extractfile(member).read()  # type: ignore[union-attr]
+                if current is not None and current["__key__"] != key:
+                    yield current
+                    current = None
+                if current is None:
+                    current = {"__key__": key, "__url__": path}
+                current[ext] = data
+    except _TAR_ERRORS as err:
+        where = f"{path}" + (f" after {current['__key__']}" if current else "")
+        counter.add("tar_error", where, err)
+        return
+    if current is not None:
+        yield current
+
+
+def shuffle_buffer(items: Iterator[Any], size: int, rng: random.Random) -> Iterator[Any]:
+    """Yield ``items`` in a locally shuffled order using a buffer of ``size`` (<= 1: unchanged)."""
+    if size <= 1:
+        yield from items
+        return
+    buf: list[Any] = []
+    for item in items:
+        buf.append(item)
+        if len(buf) >= size:
+            k = rng.randrange(len(buf))
+            buf[k], buf[-1] = buf[-1], buf[k]
+            yield buf.pop()
+    while buf:
+        k = rng.randrange(len(buf))
+        buf[k], buf[-1] = buf[-1], buf[k]
+        yield buf.pop()
+
+
+@dataclass
+class StreamPlan:
+    """Where this copy of the dataset sits: set by the train iterator before it makes a DataLoader."""
+
+    rank: int = 0
+    world_size: int = 1
+    seed: int = 0
+    epoch: int = 0
+    role_offset: int = 0  # loader worker i plays stream role (i + role_offset) % num_workers
+    resume_cursors: list[int] = field(default_factory=list)  # raw samples to drop, per role
+
+
+class ImageTextWebDataset(IterableDataset):
+    """Endless (``resampled``) or finite stream of ``{"image", "answer"}`` from webdataset shards.
+
+    Args:
+        storage: shard pattern(s), see :func:`expand_shards`; checked at construction.
+        vis_processor: PIL image -> tensor.
+        text_processor: caption -> text.
+        resampled: draw shards with replacement forever (stage-1 training) instead of one pass per epoch.
+        shuffle_buffer: size of the raw-sample shuffle buffer (<= 1: no shuffling).
+        name: the source name used in logs.
+    """
+
+    def __init__(
+        self,
+        storage: str | Sequence[str],
+        vis_processor: Callable[[Image.Image], Any],
+        text_processor: Callable[[str], str],
+        resampled: bool = True,
+        shuffle_buffer: int = 1000,
+        name: str = "webdataset",
+    ) -> None:
+        super().__init__()
+        self.shards = expand_shards(storage)
+        self.vis_processor = vis_processor
+        self.text_processor = text_processor
+        self.resampled = resampled
+        self.shuffle_buffer = shuffle_buffer
+        self.name = name
+        self.plan = StreamPlan()
+        logger.info("%s: %d shards, resampled=%s, shuffle buffer %d", name, len(self.shards), resampled, shuffle_buffer)
+
+    def with_plan(self, plan: StreamPlan) -> ImageTextWebDataset:
+        """A shallow copy that streams according to ``plan``."""
+        clone = copy.copy(self)
+        clone.plan = plan
+        return clone
+
+    # streams ---------------------------------------------------------------------------------------------
+    def _role(self) -> tuple[int, int]:
+        info = get_worker_info()
+        workers, worker = (1, 0) if info is None else (info.num_workers, info.id)
+        return (worker + self.plan.role_offset) % workers, workers
+
+    def _shard_sequence(self, stream: int, streams: int) -> Iterator[str]:
+        plan = self.plan
+        if self.resampled:
+            rng = random.Random(derive_seed("shards", plan.seed, stream, streams))
+            while True:
+                yield rng.choice(self.shards)
+        order = list(self.shards)
+        random.Random(derive_seed("order", plan.seed, plan.epoch)).shuffle(order)
+        if stream == 0 and len(order) < streams:
+            logger.warning("%s: %d shards for %d streams: some streams get no data", self.name, len(order), streams)
+        yield from order[stream::streams]
+
+    def _tar_samples(self, stream: int, streams: int, counter: BadSampleCounter) -> Iterator[dict[str, Any]]:
+        empty_in_a_row, limit = 0, 2 * len(self.shards) + 10
+        for shard in self._shard_sequence(stream, streams):
+            n = 0
+            for n, sample in enumerate(iter_tar_samples(shard, counter), start=1):  # noqa: B007
+                yield sample
+            empty_in_a_row = 0 if n else empty_in_a_row + 1
+            if empty_in_a_row >= limit:
+                raise RuntimeError(f"{self.name}: {limit} shards in a row held no readable sample (last {shard})")
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        role, workers = self._role()
+        plan = self.plan
+        stream, streams = plan.rank * workers + role, plan.world_size * workers
+        counter = BadSampleCounter(f"{self.name}[rank {plan.rank} stream {role}]")
+        skip = plan.resume_cursors[role] if role < len(plan.resume_cursors) else 0
+        counter.enabled = skip == 0
+        raw_samples = shuffle_buffer(
+            self._tar_samples(stream, streams, counter),
+            self.shuffle_buffer,
+            random.Random(derive_seed("buffer", plan.seed, plan.epoch, stream, streams)),
+        )
+        cursor = bad_in_a_row = 0
+        for raw in raw_samples:
+            cursor += 1
+            if cursor <= skip:  # resume: drop what the interrupted run consumed, without decoding
+                counter.enabled = cursor == skip
+                continue
+            sample = self._decode(raw, counter, derive_seed("augment", plan.seed, plan.epoch, stream, streams, cursor))
+            if sample is None:
+                bad_in_a_row += 1
+                if bad_in_a_row >= MAX_BAD_IN_A_ROW:
+                    raise RuntimeError(f"{self.name}: {bad_in_a_row} bad samples in a row: {counter.snapshot()}")
+                continue
+            bad_in_a_row = 0
+            sample[META_KEY] = (role, cursor, counter.snapshot())
+            yield sample
+
+    # samples ---------------------------------------------------------------------------------------------
+    def _decode(self, raw: dict[str, Any], counter: BadSampleCounter, seed: int) -> dict[str, Any] | None:
+        where = f"{raw['__url__']}:{raw['__key__']}"
+        ext = next((e for e in IMAGE_EXTENSIONS if e in raw), None)
+        if ext is None:
+            counter.add("no_image", where, f"members {sorted(k for k in raw if not k.startswith('__'))}")
+            return None
+        try:
+            image = open_rgb(io.BytesIO(raw[ext]))
+        except Exception as err:  # PIL raises many types for bad bytes
+            counter.add("image_decode", where, err)
+            return None
+        caption = _caption(raw)
+        if caption is None:
+            counter.add("no_caption", where, "no json 'caption' and no txt")
+            return None
+        try:
+            with seeded_torch(seed):
+                return {"image": self.vis_processor(image), "answer": self.text_processor(caption)}
+        except Exception as err:
+            counter.add("processor_error", where, err)
+            return None
+
+
+def _caption(raw: dict[str, Any]) -> str | None:
+    """``json["caption"]`` if it is a non-empty string, else the ``txt`` member, else None."""
+    if "json" in raw:
+        try:
+            meta = json.loads(raw["json"])
+        except (ValueError, UnicodeDecodeError):
+            meta = None
+        caption = meta.get("caption") if isinstance(meta, dict) else None
+        if isinstance(caption, str) and caption.strip():
+            return caption
+    if "txt" in raw:
+        try:
+            text = raw["txt"].decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        if text.strip():
+            return text
+    return None
