@@ -1,5 +1,37 @@
-"""Constants shared across the package (one place for every magic value)."""
+"""Constants shared by the model, the data pipeline and the chat (one place for each magic value)."""
 
-# OpenAI CLIP image normalisation, used by the BLIP-2 / MiniGPT-4 image processors.
-OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from __future__ import annotations
+
+# label value ignored by the cross-entropy loss (torch's default ``ignore_index``)
+IGNORE_INDEX = -100
+
+# where the image tokens go inside an instruction: "<Img><ImageHere></Img> Describe this image in detail."
+IMAGE_PLACEHOLDER = "<ImageHere>"
+IMAGE_START = "<Img>"
+IMAGE_END = "</Img>"
+
+# the published MiniGPT-4 pads with the string "$$" (LLaMA has no pad token of its own)
+PAD_TOKEN = "$$"
+
+# CLIP image normalisation (what EVA-CLIP was trained with)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# instruction templates: ``template.format(instruction)``
+PROMPT_TEMPLATE_VICUNA0 = "###Human: {} ###Assistant: "
+PROMPT_TEMPLATE_LLAMA2 = "[INST] {} [/INST] "
+
+# text that ends an answer
+END_SYM_VICUNA0 = "\n"
+END_SYM_LLAMA2 = "</s>"
+
+# chat: the system message of the Vicuna v0 conversation and where an answer stops
+SYSTEM_VICUNA0 = (
+    "Give the following image: <Img>ImageContent</Img>. "
+    "You will be able to see the image once I provide it to you. Please answer my questions."
+)
+STOP_STRINGS_VICUNA0 = ("###",)
+STOP_STRINGS_LLAMA2 = ("</s>",)
+
+# the LLaMA-2 variant (no Q-Former) concatenates this many neighbouring ViT patch tokens into one LLM token
+LLAMA2_PATCH_GROUP = 4

@@ -1,0 +1,123 @@
+"""BLIP-2 building blocks MiniGPT-4 reuses: the EVA vision encoder, its ``ln_vision`` and the Q-Former."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from contextlib import AbstractContextManager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from minigpt4.models.base_model import BaseModel, resolve_model_path
+from minigpt4.models.eva_vit import VisionTransformer, create_eva_vit_g
+from minigpt4.models.Qformer import Qformer, QformerConfig
+
+logger = logging.getLogger(__name__)
+
+VIT_MODELS = ("eva_clip_g",)
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm computed in fp32 and cast back, so fp16 inputs are normalised precisely."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        orig_type = x.dtype
+        return super().forward(x.float()).to(orig_type)
+
+
+class Blip2Base(BaseModel):
+    """Shared constructors of BLIP-2 style models (vision encoder, Q-Former, checkpoint loading)."""
+
+    #: what ``maybe_autocast()`` uses when no dtype is given (LAVIS: fp16); None turns it off
+    autocast_dtype: torch.dtype | None = torch.float16
+
+    def maybe_autocast(self, dtype: torch.dtype | None = None) -> AbstractContextManager[Any]:
+        """Autocast to ``dtype`` (default ``self.autocast_dtype``) where that makes sense, else a no-op.
+
+        fp16/bf16 on CUDA; on CPU only bf16 (when asked); anything else (fp32, None, fp16 on CPU) does nothing,
+        so an outer autocast (the runner's) stays in charge.
+        """
+        dtype = dtype if dtype is not None else self.autocast_dtype
+        device = self.device
+        if device.type == "cuda" and dtype in (torch.float16, torch.bfloat16):
+            return torch.autocast("cuda", dtype=dtype)
+        if device.type == "cpu" and dtype == torch.bfloat16:
+            return torch.autocast("cpu", dtype=dtype)
+        return contextlib.nullcontext()
+
+    @classmethod
+    def init_vision_encoder(
+        cls,
+        model_name: str,
+        img_size: int,
+        drop_path_rate: float,
+        use_grad_checkpoint: bool,
+        precision: str,
+        *,
+        path: str | None = None,
+        device: str | torch.device | None = None,
+        **vit_kwargs: Any,
+    ) -> tuple[VisionTransformer, LayerNorm]:
+        """The EVA ViT (weights from ``path`` when given) and ``ln_vision``, an fp32 LayerNorm over its width.
+
+        ``vit_kwargs`` (width, depth, num_heads, mlp_dim, patch_size) shrink the encoder for tiny models;
+        ``device="meta"`` builds shapes only.
+        """
+        if model_name not in VIT_MODELS:
+            raise ValueError(f"unknown vit_model {model_name!r}; known: {', '.join(VIT_MODELS)}")
+        visual_encoder = create_eva_vit_g(
+            img_size, drop_path_rate, use_grad_checkpoint, precision, path, device=device, **vit_kwargs
+        )
+        with torch.device(device) if device is not None else contextlib.nullcontext():
+            ln_vision = LayerNorm(visual_encoder.num_features)
+        return visual_encoder, ln_vision
+
+    @classmethod
+    def init_Qformer(
+        cls,
+        num_query_token: int,
+        vision_width: int,
+        cross_attention_freq: int = 2,
+        *,
+        hidden_size: int = 768,
+        num_hidden_layers: int = 12,
+        num_attention_heads: int = 12,
+        intermediate_size: int = 3072,
+        device: str | torch.device | None = None,
+    ) -> tuple[Qformer, nn.Parameter]:
+        """The query-only Q-Former and its learned ``query_tokens`` ``[1, num_query_token, hidden]``."""
+        config = QformerConfig(
+            hidden_size=hidden_size,
+            num_hidden_layers=num_hidden_layers,
+            num_attention_heads=num_attention_heads,
+            intermediate_size=intermediate_size,
+            encoder_width=vision_width,
+            cross_attention_freq=cross_attention_freq,
+            query_length=num_query_token,
+        )
+        with torch.device(device) if device is not None else contextlib.nullcontext():
+            qformer = Qformer(config)
+            query_tokens = nn.Parameter(torch.zeros(1, num_query_token, hidden_size))
+        if not query_tokens.is_meta:
+            query_tokens.data.normal_(mean=0.0, std=0.02)
+        return qformer, query_tokens
+
+    def load_from_pretrained(self, path: str | os.PathLike[str], key: str = "model.q_former_model") -> None:
+        """Load a BLIP-2 checkpoint (``{"model": {...}}``) non-strictly into this model, logging what it skipped."""
+        path = resolve_model_path(path, key)
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        state = ckpt["model"] if isinstance(ckpt, dict) and "model" in ckpt else ckpt
+        own = self.state_dict()
+        used = {k: v for k, v in state.items() if k in own}
+        skipped = sorted(k for k in state if k not in own)
+        self.load_state_dict_report(used, source=path, report_missing=False)
+        expected = [k for k in own if k.startswith(("Qformer.", "query_tokens", "ln_vision."))]
+        missing = [k for k in expected if k not in used]
+        logger.info("loaded %d tensors from the BLIP-2 checkpoint %s", len(used), path)
+        if missing:
+            logger.warning("Q-Former tensors missing from %s: %s", path, ", ".join(missing))
+        if skipped:
+            logger.info("%d tensors of %s are not part of MiniGPT-4 (text branch, heads...)", len(skipped), path)

@@ -1,0 +1,305 @@
+"""EVA-CLIP ViT-G/14, the frozen image encoder of BLIP-2 and MiniGPT-4.
+
+Parameter names and shapes follow the released ``eva_vit_g.pth`` (see ``shared/reference/layout_eva_vit_g.json``):
+a pre-norm ViT whose attention has a bias-free ``qkv`` projection plus separate ``q_bias`` / ``v_bias`` (the key has
+no bias), no layer scale, no relative position bias, no final norm and no head. The encoder returns every token,
+the class token included: ``[B, 1 + (H/14)*(W/14), 1408]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+logger = logging.getLogger(__name__)
+
+# EVA-CLIP ViT-G/14 as BLIP-2 uses it
+EVA_G_WIDTH = 1408
+EVA_G_DEPTH = 39
+EVA_G_HEADS = 16
+EVA_G_MLP_DIM = 6144
+EVA_G_PATCH = 14
+EVA_G_IMAGE_SIZE = 224
+LAYER_NORM_EPS = 1e-6
+
+
+# ----------------------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------------------
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop the residual branch of whole samples with probability ``p`` while training."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def interpolate_pos_embed(pos_embed: Tensor, num_patches: int, num_extra_tokens: int = 1) -> Tensor:
+    """Resize a ``[1, extra + n*n, C]`` position embedding to ``extra + num_patches`` tokens (bicubic on the grid)."""
+    old_patches = pos_embed.shape[1] - num_extra_tokens
+    if old_patches == num_patches:
+        return pos_embed
+    old_size, new_size = int(math.isqrt(old_patches)), int(math.isqrt(num_patches))
+    if old_size * old_size != old_patches or new_size * new_size != num_patches:
+        raise ValueError(f"cannot interpolate a non-square position grid ({old_patches} -> {num_patches} patches)")
+    logger.info("interpolating the ViT position embedding from %dx%d to %dx%d", old_size, old_size, new_size, new_size)
+    extra, grid = pos_embed[:, :num_extra_tokens], pos_embed[:, num_extra_tokens:]
+    dim = grid.shape[-1]
+    grid = grid.reshape(1, old_size, old_size, dim).permute(0, 3, 1, 2).float()  # [1, C, n, n]
+    grid = F.interpolate(grid, size=(new_size, new_size), mode="bicubic", align_corners=False)
+    grid = grid.permute(0, 2, 3, 1).reshape(1, new_size * new_size, dim).to(pos_embed.dtype)
+    return torch.cat([extra, grid], dim=1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# blocks
+# ----------------------------------------------------------------------------------------------------------
+
+
+class PatchEmbed(nn.Module):
+    """Image to patch tokens with one strided convolution.
+
+    Args:
+        img_size: input resolution (square).
+        patch_size: patch side in pixels.
+        in_chans: image channels.
+        embed_dim: token width.
+    """
+
+    def __init__(self, img_size: int, patch_size: int, in_chans: int = 3, embed_dim: int = EVA_G_WIDTH) -> None:
+        super().__init__()
+        self.img_size, self.patch_size = img_size, patch_size
+        self.num_patches = (img_size // patch_size) ** 2
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-2:] != (self.img_size, self.img_size):
+            raise ValueError(f"expected {self.img_size}x{self.img_size} images, got {tuple(x.shape[-2:])}")
+        return self.proj(x).flatten(2).transpose(1, 2)  # [B, C, h, w] -> [B, h*w, C]
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with EVA's biases: ``q_bias`` and ``v_bias``, none on the key.
+
+    Args:
+        dim: token width.
+        num_heads: attention heads.
+    """
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"width {dim} is not divisible by {num_heads} heads")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(dim))
+        self.v_bias = nn.Parameter(torch.zeros(dim))
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, N, C = x.shape
+        bias = torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])
+        qkv = F.linear(x, self.qkv.weight, bias.to(self.qkv.weight.dtype))  # [B, N, 3C]
+        q, k, v = qkv.reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)  # [B, h, N, d]
+        out = F.scaled_dot_product_attention(q, k, v)  # [B, h, N, d]
+        return self.proj(out.transpose(1, 2).reshape(B, N, C))
+
+
+class Mlp(nn.Module):
+    """Two-layer GELU MLP."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``.
+
+    Args:
+        dim: token width.
+        num_heads: attention heads.
+        mlp_dim: MLP hidden width.
+        drop_path: stochastic depth rate of this block.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_dim: int, drop_path: float = 0.0) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self.attn = Attention(dim, num_heads)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self.mlp = Mlp(dim, mlp_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the model
+# ----------------------------------------------------------------------------------------------------------
+
+
+class VisionTransformer(nn.Module):
+    """EVA ViT returning all tokens (class token first), without a final norm.
+
+    Args:
+        img_size: input resolution (square).
+        patch_size: patch side in pixels.
+        embed_dim: token width (``num_features``).
+        depth: number of blocks.
+        num_heads: attention heads.
+        mlp_dim: MLP hidden width.
+        drop_path_rate: stochastic depth rate of the last block (linearly increasing from 0).
+        use_checkpoint: recompute each block in the backward pass (activation checkpointing).
+    """
+
+    def __init__(
+        self,
+        img_size: int = EVA_G_IMAGE_SIZE,
+        patch_size: int = EVA_G_PATCH,
+        embed_dim: int = EVA_G_WIDTH,
+        depth: int = EVA_G_DEPTH,
+        num_heads: int = EVA_G_HEADS,
+        mlp_dim: int = EVA_G_MLP_DIM,
+        drop_path_rate: float = 0.0,
+        use_checkpoint: bool = False,
+    ) -> None:
+        super().__init__()
+        self.image_size = img_size
+        self.num_features = self.embed_dim = embed_dim
+        self.use_checkpoint = use_checkpoint
+        self.patch_embed = PatchEmbed(img_size, patch_size, 3, embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + 1, embed_dim))
+        rates = torch.linspace(0, drop_path_rate, depth).tolist() if depth else []
+        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_dim, rate) for rate in rates)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Truncated-normal init (std 0.02) as in EVA; checkpoints overwrite it."""
+        if self.pos_embed.is_meta:
+            return
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.patch_embed(x.to(self.patch_embed.proj.weight.dtype))  # [B, N, C]
+        cls = self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype)
+        x = torch.cat([cls, x], dim=1) + self.pos_embed.to(x.dtype)  # [B, 1 + N, C]
+        for blk in self.blocks:
+            if self.use_checkpoint and torch.is_grad_enabled():
+                x = checkpoint(blk, x, use_reentrant=False)
+            else:
+                x = blk(x)
+        return x
+
+    def load_state_dict_report(self, state_dict: dict[str, Tensor]) -> tuple[list[str], list[str]]:
+        """Load non-strictly (interpolating ``pos_embed`` if needed); return (missing, unexpected) keys."""
+        state_dict = dict(state_dict)
+        if "pos_embed" in state_dict:
+            state_dict["pos_embed"] = interpolate_pos_embed(state_dict["pos_embed"], self.patch_embed.num_patches)
+        result = self.load_state_dict(state_dict, strict=False)
+        return list(result.missing_keys), list(result.unexpected_keys)
+
+
+def convert_weights_to_fp16(model: nn.Module) -> None:
+    """Cast conv and linear weights and biases to fp16, in place; norms, tokens and q/v biases stay fp32."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv1d | nn.Conv2d | nn.Linear):
+            module.weight.data = module.weight.data.half()
+            if module.bias is not None:
+                module.bias.data = module.bias.data.half()
+
+
+def create_eva_vit_g(
+    img_size: int = EVA_G_IMAGE_SIZE,
+    drop_path_rate: float = 0.4,
+    use_checkpoint: bool = False,
+    precision: str = "fp16",
+    path: str | None = None,
+    *,
+    width: int = EVA_G_WIDTH,
+    depth: int = EVA_G_DEPTH,
+    num_heads: int = EVA_G_HEADS,
+    mlp_dim: int = EVA_G_MLP_DIM,
+    patch_size: int = EVA_G_PATCH,
+    device: str | torch.device | None = None,
+) -> VisionTransformer:
+    """Build EVA ViT-G (or a smaller one through the overrides) and load ``path`` (a plain state dict) into it.
+
+    Args:
+        img_size: input resolution; the checkpoint's position embedding is interpolated to it.
+        drop_path_rate: stochastic depth rate.
+        use_checkpoint: activation checkpointing of every block.
+        precision: ``"fp16"`` casts conv/linear weights to half after loading; ``"fp32"`` keeps fp32.
+        path: local ``eva_vit_g.pth``; None builds with random weights (or on the meta device, shapes only).
+        width, depth, num_heads, mlp_dim, patch_size: architecture overrides (tiny models).
+        device: where to build; ``"meta"`` builds without memory and never loads.
+    """
+    if precision not in ("fp16", "fp32"):
+        raise ValueError(f"vit_precision must be 'fp16' or 'fp32', got {precision!r}")
+    with torch.device(device) if device is not None else nullcontext():
+        model = VisionTransformer(
+            img_size=img_size,
+            patch_size=patch_size,
+            embed_dim=width,
+            depth=depth,
+            num_heads=num_heads,
+            mlp_dim=mlp_dim,
+            drop_path_rate=drop_path_rate,
+            use_checkpoint=use_checkpoint,
+        )
+    if path is not None and str(device) != "meta":
+        _load_vit_weights(model, path)
+    if precision == "fp16":
+        convert_weights_to_fp16(model)
+    return model
+
+
+def _load_vit_weights(model: VisionTransformer, path: str) -> None:
+    from minigpt4.models.base_model import resolve_model_path
+
+    path = resolve_model_path(path, "model.vit_path")
+    state_dict: Any = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state_dict, dict) and "model" in state_dict and isinstance(state_dict["model"], dict):
+        state_dict = state_dict["model"]
+    missing, unexpected = model.load_state_dict_report(state_dict)
+    logger.info("loaded the ViT from %s (%d tensors)", path, len(state_dict) - len(unexpected))
+    if missing:
+        logger.warning("ViT weights missing from %s: %s", path, ", ".join(missing))
+    if unexpected:
+        logger.info("ignored keys of %s not used by the ViT: %s", path, ", ".join(unexpected))

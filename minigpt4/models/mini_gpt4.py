@@ -1,0 +1,407 @@
+"""MiniGPT-4: a frozen EVA ViT (+ frozen Q-Former) and a frozen LLaMA/Vicuna joined by one trainable projection.
+
+Per sample the LLM sees ``[bos][text before <ImageHere>][image tokens][text after][answer + end_sym][pad...]``;
+the loss is the LLM's next-token loss over the answer tokens only (see ``shared/reference/README.md``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+import torch
+from omegaconf import MISSING, DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from minigpt4.common.constants import IGNORE_INDEX, IMAGE_PLACEHOLDER, LLAMA2_PATCH_GROUP, PAD_TOKEN
+from minigpt4.common.registry import registry
+from minigpt4.models.base_model import freeze, resolve_model_path
+from minigpt4.models.blip2 import Blip2Base
+
+logger = logging.getLogger(__name__)
+
+TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+@dataclass
+class MiniGPT4Config:
+    """Every key of the ``model`` section and its default (the published ``minigpt4_vicuna0.yaml`` values)."""
+
+    arch: str = "mini_gpt4"
+    model_type: str = "pretrain_vicuna0"
+
+    # vision encoder (EVA ViT-G/14 unless the vit_* sizes are overridden)
+    vit_model: str = "eva_clip_g"
+    vit_path: str = MISSING  # local eva_vit_g.pth
+    image_size: int = 224
+    drop_path_rate: float = 0.0
+    use_grad_checkpoint: bool = False
+    vit_precision: str = "fp16"  # fp16 | fp32
+    freeze_vit: bool = True
+    vit_width: int = 1408
+    vit_depth: int = 39
+    vit_heads: int = 16
+    vit_mlp_dim: int = 6144
+    vit_patch_size: int = 14
+
+    # Q-Former (BLIP-2); without it (LLaMA-2 variant) 4 neighbouring ViT tokens are concatenated instead
+    has_qformer: bool = True
+    q_former_model: Optional[str] = None  # local BLIP-2 checkpoint ({"model": ...}); None: random init
+    freeze_qformer: bool = True
+    num_query_token: int = 32
+    qformer_hidden_size: int = 768
+    qformer_num_layers: int = 12
+    qformer_num_heads: int = 12
+    qformer_intermediate_size: int = 3072
+    cross_attention_freq: int = 2
+
+    # language model (Hugging Face folder with tokenizer.model)
+    llama_model: str = MISSING
+    torch_dtype: str = "float16"  # float16 | bfloat16 | float32
+    low_resource: bool = False  # 8-bit LLM (bitsandbytes, CUDA)
+    device_8bit: int = 0
+    lora_r: int = 0  # > 0: LoRA adapters on the LLM, trained with llama_proj
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_target_modules: List[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    llm_grad_checkpoint: bool = False
+
+    # text
+    prompt_path: str = ""  # file of instructions containing <ImageHere> ("" = stage 1, no instruction)
+    prompt_template: str = ""  # e.g. "###Human: {} ###Assistant: "
+    max_txt_len: int = 32
+    end_sym: str = "\n"
+
+    # a trained MiniGPT-4 checkpoint ({"model": {...}}) loaded non-strictly after building
+    ckpt: Optional[str] = None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------------------
+
+
+def pack_segments(segments: list[tuple[Tensor, Tensor]], fill: int | bool) -> tuple[Tensor, Tensor]:
+    """Concatenate per-sample variable-length segments left-aligned, padding each row on the right.
+
+    Args:
+        segments: ``(values [B, S_k], lengths [B])`` per segment, in order; only ``values[b, :lengths[b]]`` count.
+        fill: value of the padding.
+
+    Returns:
+        ``packed [B, L]`` with ``L = max_b sum_k lengths[b]``, and the per-row totals ``[B]``.
+    """
+    first = segments[0][0]
+    B = first.shape[0]
+    lengths = torch.stack([lens for _, lens in segments], dim=1)  # [B, K]
+    totals = lengths.sum(dim=1)
+    offsets = lengths.cumsum(dim=1) - lengths  # [B, K] exclusive prefix sums
+    packed = torch.full((B, int(totals.max()) if B else 0), fill, dtype=first.dtype, device=first.device)
+    rows = torch.arange(B, device=first.device)[:, None]
+    for k, (values, lens) in enumerate(segments):
+        cols = torch.arange(values.shape[1], device=first.device)[None, :]  # [1, S_k]
+        valid = cols < lens[:, None]  # [B, S_k]
+        target = offsets[:, k : k + 1] + cols
+        packed[rows.expand_as(valid)[valid], target[valid]] = values[valid].to(packed.dtype)
+    return packed, totals
+
+
+def load_prompts(path: str, template: str) -> list[str]:
+    """Instructions of ``path`` that contain ``<ImageHere>``, each wrapped by ``template`` (if any)."""
+    if not path:
+        return []
+    path = resolve_model_path(path, "model.prompt_path")
+    with open(path, encoding="utf-8") as f:
+        lines = [line.strip() for line in f]
+    prompts = [line for line in lines if IMAGE_PLACEHOLDER in line]
+    if not prompts:
+        raise ValueError(f"model.prompt_path: {path} has no line containing {IMAGE_PLACEHOLDER}")
+    wrapped = [template.format(p) if template else p for p in prompts]
+    logger.info("loaded %d instructions from %s; e.g. %r", len(wrapped), path, wrapped[0])
+    return wrapped
+
+
+def split_instruction(instruction: str) -> tuple[str, str]:
+    """``"a <ImageHere> b"`` -> ``("a ", " b")``; an instruction must contain exactly one placeholder."""
+    parts = instruction.split(IMAGE_PLACEHOLDER)
+    if len(parts) != 2:
+        raise ValueError(f"an instruction must contain {IMAGE_PLACEHOLDER} exactly once, got {instruction!r}")
+    return parts[0], parts[1]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the model
+# ----------------------------------------------------------------------------------------------------------
+
+
+@registry.register_model("minigpt4")
+@registry.register_model("mini_gpt4")
+class MiniGPT4(Blip2Base):
+    """MiniGPT-4 (arch ``mini_gpt4``, alias ``minigpt4``).
+
+    Args:
+        cfg: the validated ``model`` section (see :class:`MiniGPT4Config`; a partial dict is completed with its
+            defaults).
+        device: where to build the vision side (``"meta"`` for shapes only; nothing is loaded then).
+    """
+
+    config_schema = MiniGPT4Config
+    PRETRAINED_MODEL_CONFIG_DICT = {
+        "pretrain_vicuna0": "configs/models/minigpt4_vicuna0.yaml",
+        "pretrain_llama2": "configs/models/minigpt4_llama2.yaml",
+        "tiny": "configs/models/minigpt4_tiny.yaml",
+        "tiny_llama2": "configs/models/minigpt4_tiny_llama2.yaml",
+    }
+    DEFAULT_MODEL_TYPE = "pretrain_vicuna0"
+
+    def __init__(self, cfg: DictConfig | MiniGPT4Config | dict[str, Any]) -> None:
+        super().__init__()
+        cfg = OmegaConf.merge(OmegaConf.structured(MiniGPT4Config), cfg)
+        self.cfg = cfg
+        self.has_qformer = cfg.has_qformer
+        self.max_txt_len = cfg.max_txt_len
+        self.end_sym = cfg.end_sym
+        self.prompt_template = cfg.prompt_template
+        vit_precision = cfg.vit_precision
+        if vit_precision == "fp16" and not torch.cuda.is_available():
+            logger.warning("vit_precision fp16 needs CUDA, which is not available: keeping the ViT in fp32")
+            vit_precision = "fp32"
+        self.autocast_dtype = torch.float16 if vit_precision == "fp16" else None
+
+        self._build_vision(cfg, vit_precision)
+        self.llama_tokenizer, self.llama_model = self._build_llm(cfg)
+        in_width = cfg.qformer_hidden_size if self.has_qformer else cfg.vit_width * LLAMA2_PATCH_GROUP
+        self.llama_proj = nn.Linear(in_width, self.llama_model.config.hidden_size)
+        self.prompt_list = load_prompts(cfg.prompt_path, cfg.prompt_template)
+
+    # construction -------------------------------------------------------------------------------------------
+    def _build_vision(self, cfg: DictConfig, vit_precision: str) -> None:
+        self.visual_encoder, self.ln_vision = self.init_vision_encoder(
+            cfg.vit_model,
+            cfg.image_size,
+            cfg.drop_path_rate,
+            cfg.use_grad_checkpoint,
+            vit_precision,
+            path=cfg.vit_path,
+            width=cfg.vit_width,
+            depth=cfg.vit_depth,
+            num_heads=cfg.vit_heads,
+            mlp_dim=cfg.vit_mlp_dim,
+            patch_size=cfg.vit_patch_size,
+        )
+        if cfg.freeze_vit:
+            freeze(self.visual_encoder)
+            freeze(self.ln_vision)
+            logger.info("vision encoder frozen")
+        self.Qformer, self.query_tokens = None, None
+        if not self.has_qformer:
+            return
+        self.Qformer, self.query_tokens = self.init_Qformer(
+            cfg.num_query_token,
+            self.visual_encoder.num_features,
+            cfg.cross_attention_freq,
+            hidden_size=cfg.qformer_hidden_size,
+            num_hidden_layers=cfg.qformer_num_layers,
+            num_attention_heads=cfg.qformer_num_heads,
+            intermediate_size=cfg.qformer_intermediate_size,
+        )
+        if cfg.q_former_model:
+            self.load_from_pretrained(cfg.q_former_model)
+        else:
+            logger.warning("model.q_former_model is not set: the Q-Former keeps its random initialisation")
+        if cfg.freeze_qformer:
+            freeze(self.Qformer)
+            self.query_tokens.requires_grad_(False)
+            logger.info("Q-Former frozen")
+
+    def _build_llm(self, cfg: DictConfig) -> tuple[Any, nn.Module]:
+        from transformers import LlamaForCausalLM, LlamaTokenizer
+
+        path = resolve_model_path(cfg.llama_model, "model.llama_model")
+        tokenizer = LlamaTokenizer.from_pretrained(path)
+        tokenizer.pad_token = PAD_TOKEN
+        if tokenizer.pad_token_id in (None, tokenizer.unk_token_id):
+            logger.warning(
+                "the tokenizer of %s has no %r piece: padding uses id %s", path, PAD_TOKEN, tokenizer.pad_token_id
+            )
+
+        dtype = TORCH_DTYPES[self._check_choice("torch_dtype", cfg.torch_dtype, TORCH_DTYPES)]
+        if dtype == torch.float16 and not torch.cuda.is_available():
+            logger.warning("torch_dtype float16 needs CUDA, which is not available: loading the LLM in float32")
+            dtype = torch.float32
+        kwargs: dict[str, Any] = {"dtype": dtype}
+        if cfg.low_resource:
+            kwargs.update(self._low_resource_kwargs(cfg.device_8bit))
+        llama_model = LlamaForCausalLM.from_pretrained(path, **kwargs)
+        logger.info("loaded the LLM from %s (%s)", path, dtype)
+
+        keep_train_mode = cfg.lora_r > 0 or cfg.llm_grad_checkpoint
+        freeze(llama_model, eval_mode=not keep_train_mode)
+        if cfg.llm_grad_checkpoint:
+            llama_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            llama_model.enable_input_require_grads()
+        if cfg.lora_r > 0:
+            from peft import LoraConfig, get_peft_model
+
+            lora = LoraConfig(
+                r=cfg.lora_r,
+                lora_alpha=cfg.lora_alpha,
+                lora_dropout=cfg.lora_dropout,
+                target_modules=list(cfg.lora_target_modules),
+                bias="none",
+                task_type="CAUSAL_LM",
+            )
+            llama_model = get_peft_model(llama_model, lora)
+            n = sum(p.numel() for p in llama_model.parameters() if p.requires_grad)
+            logger.info("LoRA (r=%d) on %s: %d trainable LLM parameters", cfg.lora_r, list(cfg.lora_target_modules), n)
+        return tokenizer, llama_model
+
+    @staticmethod
+    def _low_resource_kwargs(device_8bit: int) -> dict[str, Any]:
+        if not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
+            raise RuntimeError(
+                "model.low_resource: true loads the LLM in 8 bits, which needs a CUDA GPU and the bitsandbytes "
+                "package; install bitsandbytes on a GPU machine or set model.low_resource: false"
+            )
+        from transformers import BitsAndBytesConfig
+
+        return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True), "device_map": {"": device_8bit}}
+
+    @staticmethod
+    def _check_choice(key: str, value: str, choices: dict[str, Any]) -> str:
+        if value not in choices:
+            raise ValueError(f"model.{key}: expected one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig | dict[str, Any]) -> MiniGPT4:
+        """Build from the ``model`` section, then load ``cfg.ckpt`` (if set) non-strictly."""
+        model = cls(cfg)
+        if model.cfg.ckpt:
+            logger.info("loading the MiniGPT-4 checkpoint %s", model.cfg.ckpt)
+            model.load_checkpoint(model.cfg.ckpt)
+        return model
+
+    # checkpoints --------------------------------------------------------------------------------------------
+    def _mismatch_hint(self, mismatched: list[str]) -> str:
+        hidden = self.llama_model.config.hidden_size
+        if any(m.startswith("llama_proj.") for m in mismatched):
+            return (
+                f"llama_proj maps image features to the LLM width ({hidden} for model.llama_model). A different "
+                "width means the checkpoint was trained with another LLM size (Vicuna/LLaMA 7B: 4096, 13B: 5120) "
+                "or the other variant (with Q-Former: 768 inputs; LLaMA-2 without Q-Former: 4 x ViT width): use "
+                "the checkpoint that matches model.llama_model and model.model_type."
+            )
+        return super()._mismatch_hint(mismatched)
+
+    # forward ------------------------------------------------------------------------------------------------
+    def embed_tokens(self, ids: Tensor) -> Tensor:
+        """LLM input embeddings of token ids (works with and without LoRA)."""
+        return self.llama_model.get_input_embeddings()(ids)
+
+    def encode_img(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        """Images ``[B, 3, H, W]`` -> LLM-space image tokens ``[B, N, D_llm]`` and their attention mask ``[B, N]``."""
+        image = image.to(self.device)
+        with self.maybe_autocast():
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.cfg.freeze_vit):
+                image_embeds = self.ln_vision(self.visual_encoder(image))  # [B, 1 + P, W]
+            if self.has_qformer:
+                with torch.set_grad_enabled(torch.is_grad_enabled() and not self.cfg.freeze_qformer):
+                    query_tokens = self.query_tokens.expand(image_embeds.shape[0], -1, -1)  # [B, Q, C]
+                    image_atts = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image.device)
+                    query_output = self.Qformer.bert(
+                        query_embeds=query_tokens,
+                        encoder_hidden_states=image_embeds,
+                        encoder_attention_mask=image_atts,
+                        return_dict=True,
+                    )
+                features = query_output.last_hidden_state  # [B, Q, C]
+            else:
+                patches = image_embeds[:, 1:, :]  # [B, P, W] (class token dropped)
+                B, P, W = patches.shape
+                if P % LLAMA2_PATCH_GROUP:
+                    raise ValueError(f"{P} patch tokens cannot be grouped by {LLAMA2_PATCH_GROUP}")
+                features = patches.reshape(B, P // LLAMA2_PATCH_GROUP, W * LLAMA2_PATCH_GROUP)  # [B, P/4, 4W]
+            inputs_llama = self.llama_proj(features.to(self.llama_proj.weight.dtype))  # [B, N, D_llm]
+        atts_llama = torch.ones(inputs_llama.shape[:-1], dtype=torch.long, device=image.device)
+        return inputs_llama, atts_llama
+
+    def _tokenize(self, texts: list[str], max_length: int | None = None) -> tuple[Tensor, Tensor]:
+        """Right-padded ids ``[B, S]`` and lengths ``[B]`` of ``texts``, without special tokens."""
+        if not any(texts):
+            return torch.zeros(len(texts), 0, dtype=torch.long), torch.zeros(len(texts), dtype=torch.long)
+        tok = self.llama_tokenizer(
+            texts,
+            add_special_tokens=False,
+            padding="longest",
+            padding_side="right",
+            truncation=max_length is not None,
+            max_length=max_length,
+            return_tensors="pt",
+        )
+        return tok.input_ids, tok.attention_mask.sum(dim=1)
+
+    def _instructions(self, samples: dict[str, Any], batch_size: int) -> list[str]:
+        """Per-sample instructions: ``samples["instruction_input"]`` as given, else one random prompt for the batch."""
+        if samples.get("instruction_input") is not None:
+            instructions = list(samples["instruction_input"])
+            if len(instructions) != batch_size:
+                raise ValueError(f"{len(instructions)} instructions for {batch_size} images")
+            return instructions
+        if self.prompt_list:
+            return [random.choice(self.prompt_list)] * batch_size
+        return [IMAGE_PLACEHOLDER] * batch_size
+
+    def build_inputs(
+        self, img_embeds: Tensor, answers: list[str], instructions: list[str]
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Splice ``[bos][before][image][after][answer + end_sym]`` per sample, right-padded.
+
+        Returns ``inputs_embeds [B, L, D]``, ``attention_mask [B, L]`` and ``labels [B, L]`` (IGNORE_INDEX except
+        on answer tokens that are not the pad token).
+        """
+        B, N, _ = img_embeds.shape
+        device = img_embeds.device
+        tokenizer = self.llama_tokenizer
+        before, after = zip(*(split_instruction(text) for text in instructions))
+        before_ids, before_len = self._tokenize(list(before))
+        after_ids, after_len = self._tokenize(list(after))
+        answer_ids, answer_len = self._tokenize([a + self.end_sym for a in answers], max_length=self.max_txt_len)
+        answer_labels = answer_ids.masked_fill(answer_ids == tokenizer.pad_token_id, IGNORE_INDEX)
+
+        pad_id, ones = tokenizer.pad_token_id, torch.ones(B, dtype=torch.long)
+        bos = torch.full((B, 1), tokenizer.bos_token_id, dtype=torch.long)
+        image_slots = torch.full((B, N), pad_id, dtype=torch.long)
+        n_img = torch.full((B,), N, dtype=torch.long)
+        lengths = [ones, before_len, n_img, after_len, answer_len]
+        ids, totals = pack_segments(
+            list(zip([bos, before_ids, image_slots, after_ids, answer_ids], lengths)), fill=pad_id
+        )
+        ignore = [torch.full_like(t, IGNORE_INDEX) for t in (bos, before_ids, image_slots, after_ids)]
+        labels, _ = pack_segments(list(zip([*ignore, answer_labels], lengths)), fill=IGNORE_INDEX)
+        flags = [torch.zeros_like(t, dtype=torch.bool) for t in (bos, before_ids, after_ids, answer_ids)]
+        is_image, _ = pack_segments(
+            list(zip([flags[0], flags[1], torch.ones(B, N, dtype=torch.bool), flags[2], flags[3]], lengths)),
+            fill=False,
+        )
+
+        ids, labels, is_image, totals = ids.to(device), labels.to(device), is_image.to(device), totals.to(device)
+        embeds = self.embed_tokens(ids)  # [B, L, D]
+        embeds = embeds.masked_scatter(is_image.unsqueeze(-1), img_embeds.to(embeds.dtype))
+        attention_mask = (torch.arange(ids.shape[1], device=device)[None, :] < totals[:, None]).long()
+        return embeds, attention_mask, labels
+
+    def forward(self, samples: dict[str, Any]) -> dict[str, Tensor]:
+        """``{"image": [B,3,H,W], "answer": [str], optional "instruction_input": [str]}`` -> ``{"loss": ...}``."""
+        img_embeds, _ = self.encode_img(samples["image"])  # [B, N, D]
+        answers = list(samples["answer"])
+        instructions = self._instructions(samples, len(answers))
+        embeds, attention_mask, labels = self.build_inputs(img_embeds, answers, instructions)
+        with self.maybe_autocast():
+            outputs = self.llama_model(
+                inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, return_dict=True
+            )
+        return {"loss": outputs.loss}
