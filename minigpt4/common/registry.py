@@ -160,6 +160,8 @@ class Registry:
         """Register a named filesystem path (``library_root``, ``cache_root``); each name once."""
         if not isinstance(path, str):
             raise RegistryError(f"path {name!r} must be a string, got {type(path).__name__}")
+        if name in self._paths and self._paths.get(name) == path:
+            return  # the same path again (e.g. the package re-imported): harmless
         self._paths.add(name, path)
 
     def get_path(self, name: str) -> str:
