@@ -496,10 +496,13 @@ class Chat:
                 break
             ids += piece.tolist()
             text, stopped = cut_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), stops)
-            visible = text if stopped else text[: len(text) - _held_back(text, stops)]
-            visible = visible.lstrip().rstrip() if not stopped else visible.strip()
-            if visible.endswith("\ufffd") or not visible.startswith(shown):
-                continue  # an incomplete character: wait for the next token
+            if stopped:
+                visible = text.strip()
+            else:  # hold back a possible start of the stop string and the last, maybe unfinished, word
+                visible = text[: len(text) - _held_back(text, stops)]
+                visible = visible[: max(visible.rfind(" "), visible.rfind("\n"), 0)].strip()
+            if not visible.startswith(shown):
+                continue  # byte-level pieces decoded differently once more bytes came: wait
             if len(visible) > len(shown):
                 yield visible[len(shown) :]
                 shown = visible

@@ -1,0 +1,18 @@
+"""MiniGPT-4 chat demo: ``python demo.py --cfg-path eval_configs/minigpt4_eval.yaml [--gpu-id 0]``.
+
+Options: ``--options key=value ...`` overrides the config, ``--device cpu`` runs without a GPU, ``--host`` /
+``--port`` choose where it listens (127.0.0.1:7860), ``--share`` opens a public link. The app itself lives in
+:mod:`minigpt4.cli.web`; importing this file loads nothing.
+"""
+
+from __future__ import annotations
+
+
+def main(argv: list[str] | None = None) -> None:
+    from minigpt4.cli.web import main as web_main
+
+    web_main(argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""The Gradio chat demo: upload an image, then talk about it (``python demo.py --cfg-path ...``).
+
+Every browser session has its own conversation and images (``gr.State``); a queue runs one generation at a
+time (``--concurrency``). An unreadable or oversized image is refused with a message and the app keeps serving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from minigpt4.cli.common import add_model_args, load_chat
+from minigpt4.conversation.conversation import Chat, Conversation
+
+logger = logging.getLogger(__name__)
+
+TITLE = "MiniGPT-4"
+DESCRIPTION = (
+    "Upload an image, press **Upload & Start Chat**, then ask about it. "
+    "**Restart** clears the conversation and the image."
+)
+ASK_PLACEHOLDER = "Type a question and press Enter"
+UPLOAD_FIRST = "Please upload your image first"
+UPLOAD_LABEL = "Upload & Start Chat"
+STARTED_LABEL = "Start Chatting"
+
+
+class ImageRejected(ValueError):
+    """An upload that is not a readable image of acceptable size; the message is shown to the user."""
+
+
+def open_upload(path: str | None, max_bytes: int, max_pixels: int) -> Image.Image:
+    """The uploaded file as an RGB PIL image, or :class:`ImageRejected` saying why not."""
+    if not path:
+        raise ImageRejected("Please choose an image first.")
+    size = os.path.getsize(path)
+    if size > max_bytes:
+        raise ImageRejected(f"The image is too large ({size / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.0f} MB).")
+    try:
+        with Image.open(path) as raw:
+            if raw.width * raw.height > max_pixels:
+                raise ImageRejected(f"The image is too large ({raw.width}x{raw.height} pixels).")
+            return raw.convert("RGB")
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError, ValueError) as err:
+        if isinstance(err, ImageRejected):
+            raise
+        raise ImageRejected(f"Could not read the image ({type(err).__name__}).") from err
+
+
+class DemoHandlers:
+    """The event handlers of the demo, bound to one :class:`Chat` (shared) and one template.
+
+    Per-session values travel through ``gr.State``: the conversation and the list of image embeddings.
+    """
+
+    def __init__(self, chat: Chat, template: Conversation, max_image_bytes: int, max_image_pixels: int) -> None:
+        self.chat = chat
+        self.template = template
+        self.max_image_bytes = max_image_bytes
+        self.max_image_pixels = max_image_pixels
+
+    def upload(self, path: str | None, conv: Conversation | None, img_list: list | None):
+        import gradio as gr
+
+        try:
+            image = open_upload(path, self.max_image_bytes, self.max_image_pixels)
+        except ImageRejected as err:
+            gr.Warning(str(err))
+            return (gr.update(), gr.update(), gr.update(), conv, img_list, str(err))
+        conv, img_list = self.template.copy(), []
+        self.chat.upload_img(image, conv, img_list)
+        return (
+            gr.update(value=image, visible=True),
+            gr.update(interactive=True, placeholder=ASK_PLACEHOLDER),
+            gr.update(value=STARTED_LABEL, interactive=False),
+            conv,
+            img_list,
+            "Image received. Ask a question.",
+        )
+
+    def ask(self, text: str, chatbot: list[dict[str, Any]], conv: Conversation | None):
+        import gradio as gr
+
+        if conv is None:
+            gr.Warning(UPLOAD_FIRST)
+            return gr.update(), chatbot, conv
+        if not text.strip():
+            gr.Warning("Please type a question.")
+            return gr.update(), chatbot, conv
+        self.chat.ask(text, conv)
+        return "", [*chatbot, {"role": "user", "content": text}], conv
+
+    def answer(
+        self,
+        chatbot: list[dict[str, Any]],
+        conv: Conversation | None,
+        img_list: list | None,
+        num_beams: int,
+        temperature: float,
+        max_new_tokens: int,
+    ) -> Iterator[tuple[list[dict[str, Any]], Conversation | None, str]]:
+        import gradio as gr
+
+        if conv is None or not conv.messages or conv.messages[-1][0] != conv.roles[0]:
+            return  # nothing asked (no image yet, or an empty question)
+        chatbot = [*chatbot, {"role": "assistant", "content": ""}]
+        try:
+            stream = self.chat.answer(
+                conv,
+                img_list or [],
+                num_beams=int(num_beams),
+                temperature=float(temperature),
+                max_new_tokens=int(max_new_tokens),
+                max_length=2000,
+                stream=True,
+            )
+            status = "The conversation is long: the oldest part was dropped." if stream.truncated else ""
+            if stream.truncated:
+                gr.Info(status)
+            for piece in stream:
+                chatbot[-1] = {"role": "assistant", "content": chatbot[-1]["content"] + piece}
+                yield chatbot, conv, status
+            chatbot[-1] = {"role": "assistant", "content": stream.text or ""}
+            yield chatbot, conv, status
+        except Exception as err:  # the app keeps serving other sessions
+            logger.exception("generation failed")
+            if conv.messages and conv.messages[-1][1] is None:
+                conv.messages.pop()  # drop the unanswered assistant turn
+            gr.Warning(f"Generation failed: {type(err).__name__}")
+            yield chatbot[:-1], conv, f"Generation failed: {err}"
+
+    def reset(self, conv: Conversation | None, img_list: list | None):
+        import gradio as gr
+
+        return (
+            [],
+            gr.update(value=None),
+            gr.update(value=None, visible=False),
+            gr.update(value="", interactive=False, placeholder=UPLOAD_FIRST),
+            gr.update(value=UPLOAD_LABEL, interactive=True),
+            None,
+            None,
+            "",
+        )
+
+
+def build_demo(chat: Chat, template: Conversation, max_image_mb: float = 20.0, max_image_pixels: int = 64_000_000):
+    """The Gradio Blocks of the demo (not launched)."""
+    import gradio as gr
+
+    handlers = DemoHandlers(chat, template, int(max_image_mb * 2**20), max_image_pixels)
+    with gr.Blocks(title=TITLE) as demo:
+        gr.Markdown(f"# {TITLE}\n{DESCRIPTION}")
+        with gr.Row():
+            with gr.Column(scale=1):
+                image_file = gr.File(label="Image", file_types=["image"], type="filepath", elem_id="image-upload")
+                preview = gr.Image(
+                    label="Current image", interactive=False, visible=False, height=240, elem_id="image-preview"
+                )
+                upload_button = gr.Button(UPLOAD_LABEL, variant="primary", elem_id="upload-button")
+                restart_button = gr.Button("Restart", elem_id="restart-button")
+                num_beams = gr.Slider(1, 10, value=1, step=1, label="beam search numbers", interactive=True)
+                temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.1, label="Temperature", interactive=True)
+                max_new_tokens = gr.Slider(16, 1024, value=300, step=16, label="max new tokens", interactive=True)
+                status = gr.Textbox(label="Status", interactive=False, elem_id="status")
+            with gr.Column(scale=2):
+                conv_state = gr.State(None)
+                img_state = gr.State(None)
+                chatbot = gr.Chatbot(label=TITLE, elem_id="chatbot")
+                question = gr.Textbox(
+                    label="User", placeholder=UPLOAD_FIRST, interactive=False, elem_id="question", submit_btn=True
+                )
+
+        upload_button.click(
+            handlers.upload,
+            [image_file, conv_state, img_state],
+            [preview, question, upload_button, conv_state, img_state, status],
+        )
+        question.submit(handlers.ask, [question, chatbot, conv_state], [question, chatbot, conv_state]).then(
+            handlers.answer,
+            [chatbot, conv_state, img_state, num_beams, temperature, max_new_tokens],
+            [chatbot, conv_state, status],
+        )
+        restart_button.click(
+            handlers.reset,
+            [conv_state, img_state],
+            [chatbot, image_file, preview, question, upload_button, conv_state, img_state, status],
+            queue=False,
+        )
+    return demo
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="MiniGPT-4 chat demo (Gradio)")
+    add_model_args(parser)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for every interface)")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    parser.add_argument("--concurrency", type=int, default=1, help="generations that may run at the same time")
+    parser.add_argument("--max-image-mb", type=float, default=20.0, help="largest accepted upload")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from minigpt4.common.logger import setup_logger
+
+    args = parse_args(argv)
+    setup_logger()
+    loaded = load_chat(args)
+    demo = build_demo(loaded.chat, loaded.template, max_image_mb=args.max_image_mb)
+    demo.queue(default_concurrency_limit=args.concurrency)
+    demo.launch(
+        server_name=args.host,
+        server_port=args.port,
+        share=args.share,
+        max_file_size=f"{args.max_image_mb}mb",
+    )
+
+
+if __name__ == "__main__":
+    main()
