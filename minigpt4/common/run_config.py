@@ -36,8 +36,8 @@ class RunConfig:
     num_workers: int = 0
 
     # precision
-    amp: bool = False
-    amp_dtype: str = "float16"
+    amp: bool = False  # autocast the forward pass (CUDA fp16 uses a GradScaler)
+    amp_dtype: str = "float16"  # "float16" (published, CUDA only) or "bfloat16" (CUDA and CPU, no scaler)
 
     # reproducibility and devices
     seed: int = 42
@@ -57,12 +57,16 @@ class RunConfig:
     evaluate: bool = False
 
     # output, logging, checkpoints
+    # The run folder is ``output_dir/<job id>``; the job id is ``job_name`` or, when it is unset, a timestamp.
+    # ``auto_resume`` needs a stable folder, so it requires ``job_name``.
     output_dir: str = "output"
     job_name: Optional[str] = None
-    log_freq: int = 50
-    save_freq: Optional[int] = None
-    keep_last: Optional[int] = None
-    resume_ckpt_path: Optional[str] = None
-    auto_resume: bool = False
-    max_consecutive_nonfinite: int = 10
-    wandb_log: bool = False
+    log_freq: int = 50  # iterations between log lines / metrics.jsonl records
+    save_freq: Optional[int] = None  # iterations between mid-epoch checkpoints (a checkpoint also ends every epoch)
+    keep_last: Optional[int] = None  # keep only the newest N checkpoint_*.pth (checkpoint_best.pth is always kept)
+    resume_ckpt_path: Optional[str] = None  # resume everything (weights, optimizer, schedule, RNG, data) from here
+    auto_resume: bool = False  # resume from the newest complete checkpoint in the run folder, if any
+    max_consecutive_nonfinite: int = 10  # stop after this many non-finite losses in a row (each is skipped)
+    progress_bar: bool = True  # tqdm bar on rank 0
+    tensorboard: bool = True  # TensorBoard scalars under <run folder>/tensorboard
+    wandb_log: bool = False  # accepted for compatibility with the published configs; not used
