@@ -1,0 +1,382 @@
+"""Config: merge order, validation errors naming key and file, printing, round trips, --options parsing.
+
+The components here are small stand-ins registered under names starting with ``_test`` so that the tests depend
+only on the config machinery, not on the real models and datasets.
+"""
+
+import logging
+import os
+import textwrap
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import pytest
+from omegaconf import MISSING, OmegaConf
+
+from minigpt4.common.config import Config, ConfigError, parse_options
+from minigpt4.common.registry import registry
+
+
+@dataclass
+class _ModelSchema:
+    arch: str = "_test_model"
+    model_type: str = "base"
+    width: int = 8
+    depth: int = 2
+    dropout: float = 0.0
+    path: str = MISSING
+    tags: List[str] = field(default_factory=list)
+    note: Optional[str] = None
+
+
+@dataclass
+class _ProcSchema:
+    image_size: int = 224
+    mean: Optional[List[float]] = None
+
+
+@dataclass
+class _DataSchema:
+    type: str = "default"
+    data_type: str = "images"
+    storage: str = MISSING
+    sample_ratio: float = 1.0
+    batch_size: Optional[int] = None
+    vis_processor: Dict[str, Any] = field(default_factory=dict)
+    text_processor: Dict[str, Any] = field(default_factory=dict)
+
+
+class _FromDir:
+    """Default YAMLs live in a per-test folder (``defaults_dir``), set by the ``world`` fixture."""
+
+    defaults_dir = ""
+
+
+@registry.register_model("_test_model")
+class _TestModel(_FromDir):
+    config_schema = _ModelSchema
+    PRETRAINED_MODEL_CONFIG_DICT = {"base": "model_base.yaml", "big": "model_big.yaml"}
+    DEFAULT_MODEL_TYPE = "base"
+
+    @classmethod
+    def default_config_path(cls, model_type: str) -> str:
+        return os.path.join(cls.defaults_dir, cls.PRETRAINED_MODEL_CONFIG_DICT[model_type])
+
+
+@registry.register_builder("_test_data")
+class _TestBuilder(_FromDir):
+    config_schema = _DataSchema
+    DATASET_CONFIG_DICT = {"default": "data_defaults.yaml", "align": "data_align.yaml"}
+
+    @classmethod
+    def default_config_path(cls, type: str = "default") -> str:  # noqa: A002
+        return os.path.join(cls.defaults_dir, cls.DATASET_CONFIG_DICT[type])
+
+
+@registry.register_processor("_test_proc")
+class _TestProc:
+    config_schema = _ProcSchema
+
+
+@registry.register_task("_test_task")
+class _TestTask:
+    pass
+
+
+@registry.register_runner("_test_runner")
+class _TestRunner:
+    pass
+
+
+MODEL_BASE = """
+model:
+  arch: _test_model
+  width: 16
+  depth: 3
+  path: ???
+preprocess:
+  vis_processor:
+    train: {name: _test_proc, image_size: 32}
+"""
+MODEL_BIG = """
+model:
+  width: 64
+  path: /big/default
+"""
+DATA_DEFAULTS = """
+datasets:
+  _test_data:
+    data_type: images
+    storage: /defaults/storage
+    sample_ratio: 5
+    vis_processor:
+      train: {name: _test_proc, image_size: 64}
+"""
+DATA_ALIGN = """
+datasets:
+  _test_data:
+    storage: /align/storage
+"""
+USER = """
+model:
+  arch: _test_model
+  model_type: base
+  depth: 4
+  path: /user/path
+datasets:
+  _test_data:
+    sample_ratio: 7
+run:
+  task: _test_task
+  runner: _test_runner
+  init_lr: 3e-5
+"""
+
+
+class World:
+    def __init__(self, root):
+        self.root = root
+        for name, text in [
+            ("model_base.yaml", MODEL_BASE),
+            ("model_big.yaml", MODEL_BIG),
+            ("data_defaults.yaml", DATA_DEFAULTS),
+            ("data_align.yaml", DATA_ALIGN),
+        ]:
+            (root / name).write_text(textwrap.dedent(text))
+        _TestModel.defaults_dir = _TestBuilder.defaults_dir = str(root)
+
+    def path(self, name):
+        return str(self.root / name)
+
+    def user(self, text=USER, name="user.yaml"):
+        (self.root / name).write_text(textwrap.dedent(text))
+        return self.path(name)
+
+    def load(self, text=USER, options=None):
+        return Config.load(self.user(text), options)
+
+    def error(self, text=USER, options=None):
+        with pytest.raises(ConfigError) as err:
+            self.load(text, options)
+        return str(err.value)
+
+
+@pytest.fixture
+def world(tmp_path):
+    return World(tmp_path)
+
+
+def _edit(text, old, new):
+    assert old in text
+    return text.replace(old, new)
+
+
+# merging -------------------------------------------------------------------------------------------------
+
+
+def test_merge_order(world):
+    cfg = world.load(options=["model.depth=5", "datasets._test_data.storage=/opt/storage", "run.max_epoch=3"])
+    model = cfg.model_cfg
+    assert model.width == 16  # model default YAML over the schema default 8
+    assert model.depth == 5  # --options over the user YAML's 4 over the default's 3
+    assert model.path == "/user/path"  # user YAML fills the default's ???
+    assert model.dropout == 0.0  # schema default
+    data = cfg.datasets_cfg._test_data
+    assert data.storage == "/opt/storage"  # --options over the dataset default
+    assert data.sample_ratio == 7  # user YAML over the dataset default 5
+    assert data.vis_processor.train == {"name": "_test_proc", "image_size": 64, "mean": None}
+    assert cfg.preprocess_cfg.vis_processor.train.image_size == 32
+    run = cfg.run_cfg
+    assert run.init_lr == 3e-5 and isinstance(run.init_lr, float)
+    assert run.max_epoch == 3
+    assert run.lr_sched == "linear_warmup_cosine_lr"  # RunConfig default
+
+
+def test_model_type_selects_default_yaml(world):
+    cfg = world.load(_edit(USER, "model_type: base", "model_type: big"))
+    assert cfg.model_cfg.model_type == "big"
+    assert cfg.model_cfg.width == 64
+
+
+def test_default_model_type_when_unset(world):
+    cfg = world.load(_edit(USER, "  model_type: base\n", ""))
+    assert cfg.model_cfg.model_type == "base"
+    assert cfg.model_cfg.width == 16
+
+
+def test_dataset_type_selects_default_yaml(world):
+    cfg = world.load(_edit(USER, "    sample_ratio: 7", "    type: align"))
+    assert cfg.datasets_cfg._test_data.storage == "/align/storage"
+
+
+def test_model_type_from_options(world):
+    cfg = world.load(options=["model.model_type=big"])
+    assert cfg.model_cfg.width == 64
+
+
+# errors: key and file ---------------------------------------------------------------------------------------
+
+
+def test_unknown_key_in_user_yaml(world):
+    msg = world.error(_edit(USER, "  depth: 4", "  detph: 4"))
+    assert world.path("user.yaml") in msg and "model.detph" in msg
+    assert "width" in msg  # lists the known keys
+
+
+def test_unknown_key_in_model_default_yaml(world):
+    (world.root / "model_base.yaml").write_text(_edit(textwrap.dedent(MODEL_BASE), "  depth: 3", "  colour: red"))
+    msg = world.error()
+    assert world.path("model_base.yaml") in msg and "model.colour" in msg
+
+
+def test_unknown_key_in_options(world):
+    msg = world.error(options=["run.init_rl=1e-4"])
+    assert msg.startswith("--options") and "run.init_rl" in msg
+
+
+def test_unknown_dataset_key(world):
+    msg = world.error(_edit(USER, "    sample_ratio: 7", "    sample_ration: 7"))
+    assert world.path("user.yaml") in msg and "datasets._test_data.sample_ration" in msg
+
+
+def test_unknown_processor_param(world):
+    text = USER + "preprocess:\n  vis_processor:\n    train: {name: _test_proc, img_size: 3}\n"
+    msg = world.error(text)
+    assert world.path("user.yaml") in msg and "preprocess.vis_processor.train.img_size" in msg
+
+
+def test_unknown_processor_name(world):
+    text = _edit(USER, "    sample_ratio: 7", "    vis_processor:\n      train: {name: nope}")
+    msg = world.error(text)
+    assert world.path("user.yaml") in msg and "datasets._test_data.vis_processor.train.name" in msg
+    assert "unknown processor 'nope'" in msg and "_test_proc" in msg
+
+
+def test_wrong_type_in_user_yaml(world):
+    msg = world.error(_edit(USER, "  depth: 4", "  depth: four"))
+    assert world.path("user.yaml") in msg and "model.depth" in msg
+
+
+def test_wrong_type_in_options(world):
+    msg = world.error(options=["run.max_epoch=many"])
+    assert msg.startswith("--options") and "run.max_epoch" in msg
+
+
+def test_missing_required_value(world):
+    msg = world.error(_edit(USER, "  path: /user/path\n", ""))
+    assert "model.path" in msg and world.path("user.yaml") in msg
+    assert world.path("model_base.yaml") in msg  # where the ??? came from
+    assert "--options model.path=" in msg
+
+
+def test_unknown_arch(world):
+    msg = world.error(_edit(USER, "arch: _test_model", "arch: no_such_model"))
+    assert world.path("user.yaml") in msg and "model.arch" in msg
+    assert "unknown model 'no_such_model'" in msg and "_test_model" in msg
+
+
+def test_missing_arch(world):
+    msg = world.error(_edit(USER, "  arch: _test_model\n", ""))
+    assert world.path("user.yaml") in msg and "model.arch" in msg
+
+
+def test_unknown_model_type(world):
+    msg = world.error(_edit(USER, "model_type: base", "model_type: huge"))
+    assert world.path("user.yaml") in msg and "model.model_type" in msg and "big" in msg
+
+
+def test_unknown_builder(world):
+    msg = world.error(_edit(USER, "  _test_data:", "  no_such_data:"))
+    assert world.path("user.yaml") in msg and "datasets.no_such_data" in msg
+    assert "unknown builder 'no_such_data'" in msg and "_test_data" in msg
+
+
+def test_unknown_task_in_options(world):
+    msg = world.error(options=["run.task=no_such_task"])
+    assert msg.startswith("--options") and "run.task" in msg and "_test_task" in msg
+
+
+def test_unknown_task_in_yaml(world):
+    msg = world.error(_edit(USER, "task: _test_task", "task: nope"))
+    assert world.path("user.yaml") in msg and "run.task" in msg
+
+
+def test_unknown_runner_and_scheduler(world):
+    assert "run.runner" in world.error(options=["run.runner=nope"])
+    msg = world.error(options=["run.lr_sched=nope"])
+    assert "run.lr_sched" in msg and "linear_warmup_cosine_lr" in msg
+
+
+def test_options_for_a_dataset_not_in_the_config(world):
+    msg = world.error(options=["datasets.other.storage=/x"])
+    assert msg.startswith("--options") and "datasets.other" in msg
+
+
+def test_unknown_top_level_key(world):
+    msg = world.error(USER + "trainer:\n  x: 1\n")
+    assert world.path("user.yaml") in msg and "trainer" in msg
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        Config.load(tmp_path / "absent.yaml")
+
+
+def test_bad_option_syntax(world):
+    assert "key=value" in world.error(options=["run.seed"])
+
+
+# printing, round trips, options --------------------------------------------------------------------------
+
+
+def test_pretty_print_logs_every_section(world, caplog):
+    cfg = world.load()
+    with caplog.at_level(logging.INFO, logger="minigpt4.common.config"):
+        cfg.pretty_print()
+    for section in ("run", "datasets", "model", "preprocess"):
+        assert f"===== {section} =====" in caplog.text
+    assert "init_lr: 3.0e-05" in caplog.text or "init_lr: 3e-05" in caplog.text
+
+
+def test_to_dict_round_trip(world, tmp_path):
+    cfg = world.load(options=["model.tags=[a,b]"])
+    plain = cfg.to_dict()
+    assert isinstance(plain["model"], dict) and plain["model"]["tags"] == ["a", "b"]
+    assert OmegaConf.create(plain) == cfg.config
+    saved = tmp_path / "saved.yaml"
+    saved.write_text(cfg.to_yaml())
+    assert Config.load(saved).to_dict() == plain  # a run's config.yaml loads back to the same config
+
+
+def test_options_are_yaml_values(world):
+    cfg = world.load(
+        options=[
+            "run.train_splits=[train,val]",
+            "run.amp=true",
+            "run.job_name=null",
+            "run.init_lr=1e-4",
+            "run.warmup_steps=10",
+            "model.note=hello world",
+        ]
+    )
+    run = cfg.run_cfg
+    assert list(run.train_splits) == ["train", "val"]
+    assert run.amp is True
+    assert run.job_name is None
+    assert run.init_lr == 1e-4
+    assert run.warmup_steps == 10
+    assert cfg.model_cfg.note == "hello world"
+
+
+def test_parse_options_nested():
+    parsed = parse_options(["a.b.c=1", "a.d=[1, 2]", "e=x"])
+    assert OmegaConf.to_container(parsed) == {"a": {"b": {"c": 1}, "d": [1, 2]}, "e": "x"}
+    assert OmegaConf.to_container(parse_options(None)) == {}
+
+
+def test_config_from_args_object(world):
+    class Args:
+        cfg_path = world.user()
+        options = ["run.seed=7"]
+
+    assert Config(Args()).run_cfg.seed == 7
