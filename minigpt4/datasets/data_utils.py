@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import BatchSampler, ConcatDataset, DataLoader, Dataset, DistributedSampler, IterableDataset
 
-from minigpt4.datasets.datasets.common import META_KEY, collate
+from minigpt4.datasets.datasets.common import FLUSH_KEY, META_KEY, collate
 from minigpt4.datasets.datasets.webdataset_source import ImageTextWebDataset, StreamPlan
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,10 @@ def move_to_device(batch: Any, device: torch.device | str) -> Any:
         return {k: move_to_device(v, device) for k, v in batch.items()}
     if isinstance(batch, list | tuple):
         return type(batch)(move_to_device(v, device) for v in batch)
+    return batch
+
+
+def _identity(batch: Any) -> Any:
     return batch
 
 
@@ -104,8 +108,15 @@ class _Source:
                 epoch=self.epoch,
                 role_offset=(self.last_role + 1) % roles,
                 resume_cursors=list(self.cursors),
+                batch_size=self.batch_size,
             )
-            return DataLoader(self.dataset.with_plan(plan), batch_size=self.batch_size, drop_last=True, **common)
+            return DataLoader(
+                self.dataset.with_plan(plan),
+                batch_size=None,
+                num_workers=self.num_workers,
+                pin_memory=self.pin_memory,
+                collate_fn=_identity,
+            )
         if hasattr(self.dataset, "set_augment_seed"):
             self.dataset.set_augment_seed(self.seed, self.epoch)
         sampler = DistributedSampler(
@@ -129,8 +140,11 @@ class _Source:
             except StopIteration:
                 self._end_epoch()
                 continue
-            self._empty_epochs = 0
             self._account(batch)
+            if batch.get(FLUSH_KEY):
+                continue
+            self.batches += 1
+            self._empty_epochs = 0
             return batch
 
     def _end_epoch(self) -> None:
@@ -153,7 +167,6 @@ class _Source:
         self.bad_latest = {}
 
     def _account(self, batch: dict[str, Any]) -> None:
-        self.batches += 1
         meta = batch.pop(META_KEY, None)
         if meta is not None:
             role, cursor, counts = meta

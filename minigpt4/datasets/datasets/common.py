@@ -17,6 +17,7 @@ from minigpt4.processors.blip_processors import to_rgb
 logger = logging.getLogger(__name__)
 
 META_KEY = "__meta__"  # carried in webdataset samples / batches for the train iterator; popped before the model
+FLUSH_KEY = "__flush__"  # marks a meta-only item that reports a stream's last bad-sample counts
 
 
 def derive_seed(*parts: Any) -> int:

@@ -35,7 +35,15 @@ from braceexpand import braceexpand
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
-from minigpt4.datasets.datasets.common import META_KEY, BadSampleCounter, derive_seed, open_rgb, seeded_torch
+from minigpt4.datasets.datasets.common import (
+    FLUSH_KEY,
+    META_KEY,
+    BadSampleCounter,
+    collate,
+    derive_seed,
+    open_rgb,
+    seeded_torch,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -101,13 +109,12 @@ def iter_tar_samples(path: str, counter: BadSampleCounter) -> Iterator[dict[str,
                 if split is None:
                     continue
                 key, ext = split
-                data = tar.extractfile(member).read()  # type: ignore[union-attr]
                 if current is not None and current["__key__"] != key:
                     yield current
                     current = None
                 if current is None:
                     current = {"__key__": key, "__url__": path}
-                current[ext] = data
+                current[ext] = tar.extractfile(member).read()  # type: ignore[union-attr]
     except _TAR_ERRORS as err:
         where = f"{path}" + (f" after {current['__key__']}" if current else "")
         counter.add("tar_error", where, err)
@@ -144,6 +151,7 @@ class StreamPlan:
     epoch: int = 0
     role_offset: int = 0  # loader worker i plays stream role (i + role_offset) % num_workers
     resume_cursors: list[int] = field(default_factory=list)  # raw samples to drop, per role
+    batch_size: int | None = None  # None: yield samples; else collated batches (incomplete last one dropped)
 
 
 class ImageTextWebDataset(IterableDataset):
@@ -212,32 +220,27 @@ class ImageTextWebDataset(IterableDataset):
                 raise RuntimeError(f"{self.name}: {limit} shards in a row held no readable sample (last {shard})")
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        """Samples (``plan.batch_size`` None) or collated batches, each with this stream's meta record.
+
+        In batch mode an incomplete last batch is dropped; if the stream's bad-sample counts changed after the
+        last batch, a final ``{FLUSH_KEY: True, META_KEY: ...}`` item reports them.
+        """
         role, workers = self._role()
-        plan = self.plan
-        stream, streams = plan.rank * workers + role, plan.world_size * workers
-        counter = BadSampleCounter(f"{self.name}[rank {plan.rank} stream {role}]")
-        skip = plan.resume_cursors[role] if role < len(plan.resume_cursors) else 0
-        counter.enabled = skip == 0
-        raw_samples = shuffle_buffer(
-            self._tar_samples(stream, streams, counter),
-            self.shuffle_buffer,
-            random.Random(derive_seed("buffer", plan.seed, plan.epoch, stream, streams)),
-        )
-        cursor = bad_in_a_row = 0
-        for raw in raw_samples:
-            cursor += 1
-            if cursor <= skip:  # resume: drop what the interrupted run consumed, without decoding
-                counter.enabled = cursor == skip
-                continue
-            sample = self._decode(raw, counter, derive_seed("augment", plan.seed, plan.epoch, stream, streams, cursor))
-            if sample is None:
-                bad_in_a_row += 1
-                if bad_in_a_row >= MAX_BAD_IN_A_ROW:
-                    raise RuntimeError(f"{self.name}: {bad_in_a_row} bad samples in a row: {counter.snapshot()}")
-                continue
-            bad_in_a_row = 0
-            sample[META_KEY] = (role, cursor, counter.snapshot())
-            yield sample
+        stream = _Stream(self, role, workers)
+        batch_size = self.plan.batch_size
+        if batch_size is None:
+            yield from stream
+            return
+        batch: list[dict[str, Any]] = []
+        reported: dict[str, int] = {}
+        for sample in stream:
+            batch.append(sample)
+            if len(batch) == batch_size:
+                reported = batch[-1][META_KEY][2]
+                yield collate(batch)
+                batch = []
+        if stream.counter.snapshot() != reported:
+            yield {FLUSH_KEY: True, META_KEY: (role, stream.cursor, stream.counter.snapshot())}
 
     # samples ---------------------------------------------------------------------------------------------
     def _decode(self, raw: dict[str, Any], counter: BadSampleCounter, seed: int) -> dict[str, Any] | None:
@@ -281,3 +284,40 @@ def _caption(raw: dict[str, Any]) -> str | None:
         if text.strip():
             return text
     return None
+
+
+class _Stream:
+    """One stream's samples: raw samples (tar -> shuffle buffer), resume skipping, decoding, meta records."""
+
+    def __init__(self, dataset: ImageTextWebDataset, role: int, workers: int) -> None:
+        plan = dataset.plan
+        self.dataset, self.role = dataset, role
+        self.stream, self.streams = plan.rank * workers + role, plan.world_size * workers
+        self.counter = BadSampleCounter(f"{dataset.name}[rank {plan.rank} stream {role}]")
+        self.skip = plan.resume_cursors[role] if role < len(plan.resume_cursors) else 0
+        self.cursor = 0  # raw samples consumed (good or bad)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        ds, plan, counter = self.dataset, self.dataset.plan, self.counter
+        counter.enabled = self.skip == 0
+        raw_samples = shuffle_buffer(
+            ds._tar_samples(self.stream, self.streams, counter),
+            ds.shuffle_buffer,
+            random.Random(derive_seed("buffer", plan.seed, plan.epoch, self.stream, self.streams)),
+        )
+        bad_in_a_row = 0
+        for raw in raw_samples:
+            self.cursor += 1
+            if self.cursor <= self.skip:  # resume: drop what the interrupted run consumed, without decoding
+                counter.enabled = self.cursor == self.skip
+                continue
+            seed = derive_seed("augment", plan.seed, plan.epoch, self.stream, self.streams, self.cursor)
+            sample = ds._decode(raw, counter, seed)
+            if sample is None:
+                bad_in_a_row += 1
+                if bad_in_a_row >= MAX_BAD_IN_A_ROW:
+                    raise RuntimeError(f"{ds.name}: {bad_in_a_row} bad samples in a row: {counter.snapshot()}")
+                continue
+            bad_in_a_row = 0
+            sample[META_KEY] = (self.role, self.cursor, counter.snapshot())
+            yield sample

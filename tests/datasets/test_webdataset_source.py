@@ -1,0 +1,137 @@
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+from torch.utils.data import DataLoader
+
+from minigpt4.datasets.data_utils import TrainIterator
+from minigpt4.datasets.datasets.common import META_KEY, collate
+from minigpt4.datasets.datasets.webdataset_source import ImageTextWebDataset, StreamPlan, expand_shards
+from minigpt4.processors.blip_processors import Blip2ImageTrainProcessor, BlipCaptionProcessor
+from tests.datasets.shard_utils import good_members, image_bytes, write_good_shards, write_tar
+
+
+def make_dataset(storage, **kw) -> ImageTextWebDataset:
+    kw.setdefault("resampled", False)
+    kw.setdefault("shuffle_buffer", 1)
+    return ImageTextWebDataset(str(storage), Blip2ImageTrainProcessor(image_size=8), BlipCaptionProcessor(), **kw)
+
+
+def test_expand_shards(tmp_path: Path):
+    write_good_shards(tmp_path / "a", 3, 1)
+    write_good_shards(tmp_path / "b", 1, 1)
+    shards = expand_shards(f"{tmp_path}/a/{{00000..00002}}.tar::{tmp_path}/b/00000.tar")
+    assert [Path(s).parent.name + "/" + Path(s).name for s in shards] == [
+        "a/00000.tar",
+        "a/00001.tar",
+        "a/00002.tar",
+        "b/00000.tar",
+    ]
+    assert len(expand_shards(f"{tmp_path}/a/{{00000..00009}}.tar")) == 3  # missing shards are skipped (logged)
+    pattern = f"{tmp_path}/nothing/{{00000..00009}}.tar"
+    with pytest.raises(FileNotFoundError, match="nothing"):
+        expand_shards(pattern)
+    with pytest.raises(FileNotFoundError, match="nothing"):
+        make_dataset(pattern)
+
+
+def plant_bad_shards(root: Path) -> tuple[list[str], dict[str, int]]:
+    """Shards with good samples and one bad sample of each kind; returns good captions and expected counts."""
+    good = []
+    members = []
+    for i in range(3):
+        good.append(f"good {i}")
+        members += good_members(f"a{i}", f"good {i}", "JPEG")
+    truncated = image_bytes("JPEG", size=(64, 64))
+    members += [("bad_trunc.jpg", truncated[: len(truncated) // 2]), ("bad_trunc.txt", b"truncated jpeg")]
+    members += [("bad_bytes.jpg", b"this is not an image"), ("bad_bytes.txt", b"not an image")]
+    members += [("bad_nocap.jpg", image_bytes())]  # no caption at all
+    members += [("bad_emptyjson.jpg", image_bytes()), ("bad_emptyjson.json", json.dumps({"caption": ""}).encode())]
+    members += [("bad_noimage.json", json.dumps({"caption": "no image"}).encode())]
+    members += [("txtonly.png", image_bytes("PNG")), ("txtonly.json", b"{not json"), ("txtonly.txt", b"from txt")]
+    good.append("from txt")
+    write_tar(root / "00000.tar", members)
+    more = good_members("b0", "good b0", "WEBP") + good_members("b1", "good b1", "PNG")
+    good += ["good b0", "good b1"]
+    write_tar(root / "00001.tar", more)
+    # a truncated tar: its first complete sample is usable, the damaged member ends the shard
+    big = image_bytes("PNG", size=(64, 64), noise=True)
+    full = write_tar(root / "00002.tar", good_members("c0", "good c0") + [("c1.png", big), ("c1.txt", b"lost c1")])
+    with tarfile.open(full) as tar:
+        cut = tar.getmember("c1.png").offset_data + len(big) // 2
+    full.write_bytes(full.read_bytes()[:cut])
+    good.append("good c0")
+    (root / "00003.tar").write_bytes(b"garbage, not a tar file" * 10)
+    expected = {"image_decode": 2, "no_caption": 2, "no_image": 1, "tar_error": 2}
+    return good, expected
+
+
+def test_bad_samples_are_skipped_and_counted(tmp_path: Path):
+    good, expected = plant_bad_shards(tmp_path)
+    ds = make_dataset(f"{tmp_path}/{{00000..00003}}.tar")
+    samples = list(ds)
+    assert sorted(s["answer"] for s in samples) == sorted(good)
+    assert all(s["image"].shape == (3, 8, 8) for s in samples)
+    role, cursor, counts = samples[-1][META_KEY]
+    assert counts == expected
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_bad_counts_reach_the_iterator(tmp_path: Path, num_workers: int):
+    good, expected = plant_bad_shards(tmp_path)
+    ds = make_dataset(f"{tmp_path}/{{00000..00003}}.tar")
+    it = TrainIterator({"x": (ds, 1, 1.0)}, num_workers=num_workers, rank=0, world_size=1, device="cpu", seed=0)
+    source = it.sources["x"]
+    seen = []
+    while source.epoch == 0:
+        seen.append(next(it)["answer"][0])
+    seen.pop()  # the first batch of epoch 1
+    assert sorted(seen) == sorted(good)
+    assert it.bad_sample_counts() == expected
+    it.close()
+
+
+def stream_captions(storage: str, resampled: bool, limit: int | None = None) -> dict[tuple[int, int], list[str]]:
+    """Captions seen by each (rank, loader worker) of 2 ranks x 2 workers."""
+    seen: dict[tuple[int, int], list[str]] = {}
+    for rank in range(2):
+        ds = make_dataset(storage, resampled=resampled, shuffle_buffer=3).with_plan(StreamPlan(rank=rank, world_size=2))
+        loader = DataLoader(ds, batch_size=1, num_workers=2, collate_fn=collate)
+        for n, batch in enumerate(loader):
+            seen.setdefault((rank, batch[META_KEY][0]), []).append(batch["answer"][0])
+            if limit is not None and n + 1 >= 2 * limit:
+                break
+    return seen
+
+
+def test_ranks_and_workers_read_disjoint_streams(tmp_path: Path):
+    captions = write_good_shards(tmp_path, 8, 3)
+    seen = stream_captions(f"{tmp_path}/{{00000..00007}}.tar", resampled=False)
+    assert len(seen) == 4
+    flat = [c for caps in seen.values() for c in caps]
+    assert len(flat) == len(set(flat)) and sorted(flat) == sorted(captions)
+
+
+def test_resampled_streams_differ(tmp_path: Path):
+    write_good_shards(tmp_path, 8, 3)
+    seen = stream_captions(f"{tmp_path}/{{00000..00007}}.tar", resampled=True, limit=12)
+    assert len(seen) == 4
+    sequences = [tuple(v[:12]) for v in seen.values()]
+    assert len(set(sequences)) == 4
+
+
+def test_resampled_stream_is_deterministic(tmp_path: Path):
+    write_good_shards(tmp_path, 4, 3)
+    ds = make_dataset(f"{tmp_path}/{{00000..00003}}.tar", resampled=True, shuffle_buffer=5)
+
+    def first(n):
+        out = []
+        for sample in ds.with_plan(StreamPlan(seed=3)):
+            out.append((sample["answer"], sample["image"]))
+            if len(out) == n:
+                return out
+
+    a, b = first(20), first(20)
+    assert [x[0] for x in a] == [x[0] for x in b]
+    assert all((x[1] == y[1]).all() for x, y in zip(a, b))
