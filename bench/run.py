@@ -1,0 +1,185 @@
+"""The benchmark entry point.
+
+    python -m bench.run                       # everything this machine can run (CPU): peak, train, data, chat
+    python -m bench.run --only peak,train     # a subset
+    python -m bench.run --quick               # tiny shapes, a few steps: a smoke test of the whole harness
+    python -m bench.run --json out.json --append-md
+    python -m bench.run --gpu                 # full-size architecture on CUDA (random weights); fails without CUDA
+
+Each training / chat configuration runs in its own process so that its peak memory (``ru_maxrss``) is its own.
+The load average is recorded with every figure: numbers taken on a busy machine are not comparable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import sys
+import tempfile
+from typing import Any
+
+from bench.common import REPO_ROOT, loadavg, machine, run_child, write_json
+
+logger = logging.getLogger("bench")
+SECTIONS = ("peak", "train", "data", "chat")
+BENCHMARKS_MD = os.path.join(REPO_ROOT, "BENCHMARKS.md")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    p.add_argument(
+        "--quick", action="store_true", help="tiny shapes and few repetitions (smoke test, not a measurement)"
+    )
+    p.add_argument("--json", default=None, help="write the results here (default: stdout)")
+    p.add_argument("--append-md", action="store_true", help="append a Markdown section to BENCHMARKS.md")
+    p.add_argument("--md-path", default=BENCHMARKS_MD, help=argparse.SUPPRESS)
+    p.add_argument("--assets", default=None, help="cache folder for the random-weight assets (default: a temp dir)")
+    p.add_argument("--steps", type=int, default=None, help="timed training steps per configuration")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile on bench-small bf16")
+    p.add_argument(
+        "--extra", action="store_true", help="also time the memory/speed options (LLM grad checkpointing, ...)"
+    )
+    p.add_argument("--gpu", action="store_true", help="full-size architecture on CUDA instead of the CPU benches")
+    args = p.parse_args(argv)
+    args.only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(args.only) - set(SECTIONS))
+    if unknown:
+        p.error(f"--only: unknown section(s) {unknown}; choose from {SECTIONS}")
+    return args
+
+
+def train_configs(args: argparse.Namespace) -> list[list[str]]:
+    """The (config, precision, options) rows of the training bench."""
+    if args.quick:
+        return [["--config", "tiny", "--precision", p, "--steps", "2", "--warmup", "1"] for p in ("fp32", "bf16")]
+    steps = str(args.steps or 8)
+    rows = [
+        ["--config", c, "--precision", p, "--steps", steps, "--warmup", "2"]
+        for c in ("tiny", "bench_small")
+        for p in ("fp32", "bf16")
+    ]
+    if args.compile:
+        rows.append(["--config", "bench_small", "--precision", "bf16", "--steps", steps, "--warmup", "3", "--compile"])
+    if args.extra:
+        rows.append(
+            ["--config", "bench_small", "--precision", "bf16", "--steps", steps, "--warmup", "2", "--llm-grad-ckpt"]
+        )
+    return rows
+
+
+def run_train(args: argparse.Namespace, assets: str, peak: dict[str, Any] | None) -> list[dict[str, Any]]:
+    rows = []
+    for cfg in train_configs(args):
+        logger.info("train: %s (load %s)", " ".join(cfg), loadavg())
+        row = run_child("bench.train_step", [*cfg, "--assets", assets])
+        row.setdefault("name", cfg[1])
+        row.setdefault("variant", cfg[3])
+        if peak and "error" not in row:
+            dtype_peak = peak[row["precision"]]["peak_flops"]
+            row["utilisation"] = row["achieved_flops"] / dtype_peak
+            row["peak_used"] = dtype_peak
+        rows.append(row)
+    return rows
+
+
+def _find(rows: list[dict[str, Any]], name: str, variant: str) -> dict[str, Any] | None:
+    return next((r for r in rows if r.get("name") == name and r.get("variant") == variant and "error" not in r), None)
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The project's performance targets, evaluated on whatever this run measured."""
+    out = []
+    rows = results.get("train", [])
+    name = "tiny" if results["quick"] else "bench_small"
+    fp32, bf16 = _find(rows, name, "fp32"), _find(rows, name, "bf16")
+    if fp32 and bf16:
+        ratio = bf16["samples_per_s"] / fp32["samples_per_s"]
+        out.append(
+            {"target": f"{name}: bf16 training throughput >= 2x fp32", "measured": f"{ratio:.2f}x", "met": ratio >= 2}
+        )
+    if bf16 and "utilisation" in bf16:
+        u = bf16["utilisation"]
+        out.append(
+            {
+                "target": f"{name} bf16: utilisation vs measured bf16 peak >= 25%",
+                "measured": f"{u:.1%}",
+                "met": u >= 0.25,
+            }
+        )
+    chat = results.get("chat")
+    if chat and "error" not in chat and chat.get("reuse_cache") and chat.get("recompute"):
+        r = chat["reuse_cache"][-1]["ttft_s"] / chat["recompute"][-1]["ttft_s"]
+        out.append(
+            {
+                "target": "chat: 3rd-turn time to first token with cache <= 1/3 of recompute",
+                "measured": f"{r:.2f}",
+                "met": r <= 1 / 3,
+            }
+        )
+    data = results.get("data")
+    consumer = bf16 or fp32
+    if data and "error" not in data and consumer:
+        best = max(row["samples_per_s"] for row in data["rows"])
+        r = best / consumer["samples_per_s"]
+        out.append(
+            {
+                "target": f"data pipeline >= 4x what training consumes ({consumer['name']} {consumer['variant']})",
+                "measured": f"{best:.1f} vs {consumer['samples_per_s']:.1f} samples/s = {r:.1f}x",
+                "met": r >= 4,
+            }
+        )
+    return out
+
+
+def run_cpu(args: argparse.Namespace, results: dict[str, Any], assets: str) -> None:
+    if "peak" in args.only or "train" in args.only:
+        from bench.peak import measure_peak
+
+        logger.info("peak (load %s)", loadavg())
+        results["peak"] = measure_peak((256, 512) if args.quick else (2048, 3072, 4096), reps=2 if args.quick else 5)
+    if "train" in args.only:
+        results["train"] = run_train(args, assets, results.get("peak"))
+    if "data" in args.only:
+        from bench.data_bench import run_data
+
+        logger.info("data (load %s)", loadavg())
+        results["data"] = run_data(quick=args.quick, workdir=assets)
+    if "chat" in args.only:
+        logger.info("chat (load %s)", loadavg())
+        results["chat"] = run_child(
+            "bench.chat_bench", ["--config", "tiny" if args.quick else "bench_small", "--assets", assets]
+        )
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    args = parse_args(argv)
+    results: dict[str, Any] = {
+        "command": "python -m bench.run " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "quick": args.quick,
+        "machine": machine(),
+        "loadavg_start": loadavg(),
+    }
+    if args.gpu:
+        from bench.gpu import run_gpu
+
+        results["gpu"] = run_gpu(quick=args.quick)
+    else:
+        with tempfile.TemporaryDirectory(prefix="minigpt4_bench_") as tmp:
+            run_cpu(args, results, args.assets or tmp)
+        results["targets"] = targets(results)
+    results["loadavg_end"] = loadavg()
+    write_json(results, args.json)
+    if args.append_md:
+        from bench.report import to_markdown
+
+        with open(args.md_path, "a") as f:
+            f.write(to_markdown(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()
