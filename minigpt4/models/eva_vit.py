@@ -197,7 +197,7 @@ class VisionTransformer(nn.Module):
         self.patch_embed = PatchEmbed(img_size, patch_size, 3, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + 1, embed_dim))
-        rates = torch.linspace(0, drop_path_rate, depth).tolist() if depth else []
+        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # linear, 0 -> rate
         self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_dim, rate) for rate in rates)
         self.init_weights()
 

@@ -241,7 +241,11 @@ class MiniGPT4(Blip2Base):
         keep_train_mode = cfg.lora_r > 0 or cfg.llm_grad_checkpoint
         freeze(llama_model, eval_mode=not keep_train_mode)
         if cfg.llm_grad_checkpoint:
-            llama_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            options = {"use_reentrant": False}
+            if hasattr(llama_model, "activation_checkpointing_enable"):  # transformers >= 5
+                llama_model.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+            else:
+                llama_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
             llama_model.enable_input_require_grads()
         if cfg.lora_r > 0:
             from peft import LoraConfig, get_peft_model
