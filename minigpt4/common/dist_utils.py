@@ -165,7 +165,11 @@ def main_process(func: F) -> F:
 
 def barrier() -> None:
     """Wait for every rank; a no-op in a single process."""
-    if is_dist_avail_and_initialized():
+    if not is_dist_avail_and_initialized():
+        return
+    if dist.get_backend() == "nccl":
+        dist.barrier(device_ids=[torch.cuda.current_device()])
+    else:
         dist.barrier()
 
 
