@@ -12,7 +12,7 @@ URL_SCHEMES = ("http", "https", "ftp", "s3", "gs", "hf")
 
 
 def now() -> str:
-    """A job id from the current local time, e.g. ``20240131123059`` (LAVIS's format)."""
+    """A job id from the current local time to the second, e.g. ``20240131123059``."""
     return time.strftime("%Y%m%d%H%M%S")
 
 
