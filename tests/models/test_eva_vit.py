@@ -1,0 +1,88 @@
+"""The EVA ViT: same function as an independent EVA implementation, pos-embedding interpolation, checkpointing."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import torch
+from torch import nn
+
+from minigpt4.models.eva_vit import create_eva_vit_g, interpolate_pos_embed
+
+DIMS = {"width": 32, "depth": 2, "num_heads": 4, "mlp_dim": 64, "patch_size": 8}
+
+
+def _vit(img_size: int = 32, **kw) -> nn.Module:
+    torch.manual_seed(0)
+    vit = create_eva_vit_g(img_size, 0.0, False, "fp32", None, **{**DIMS, **kw})
+    with torch.no_grad():  # non-trivial norms and q/v biases
+        for name, p in vit.named_parameters():
+            if name.endswith(("q_bias", "v_bias")) or "norm" in name:
+                p.normal_(0.5, 0.2)
+    return vit
+
+
+def test_matches_timm_eva_without_final_norm():
+    timm_eva = pytest.importorskip("timm.models.eva")
+    ours = _vit()
+    ref = timm_eva.Eva(
+        img_size=32,
+        patch_size=8,
+        num_classes=0,
+        embed_dim=32,
+        depth=2,
+        num_heads=4,
+        qkv_bias=True,
+        mlp_ratio=2.0,
+        use_abs_pos_emb=True,
+        use_rot_pos_emb=False,
+        init_values=None,
+        global_pool="token",
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+    )
+    result = ref.load_state_dict(ours.state_dict(), strict=False)
+    assert set(result.missing_keys) <= {"norm.weight", "norm.bias"} and not result.unexpected_keys
+    ref.norm = nn.Identity()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        out = ours(x)
+        torch.testing.assert_close(out, ref.forward_features(x), rtol=1e-5, atol=1e-5)
+    assert out.shape == (2, 1 + 16, 32)  # class token kept
+
+
+def test_loading_a_checkpoint_of_another_resolution_interpolates_pos_embed(tmp_path):
+    small = _vit(32)
+    path = tmp_path / "eva_vit_g.pth"
+    torch.save(small.state_dict(), path)
+    big = create_eva_vit_g(48, 0.0, False, "fp32", str(path), **DIMS)
+    assert big.pos_embed.shape == (1, 1 + 36, 32)
+    torch.testing.assert_close(big.pos_embed[:, 0], small.pos_embed[:, 0])
+    torch.testing.assert_close(big.blocks[1].attn.q_bias, small.blocks[1].attn.q_bias)
+    assert interpolate_pos_embed(small.pos_embed, 16) is small.pos_embed
+
+
+def test_grad_checkpointing_and_drop_path():
+    vit = _vit()
+    x = torch.randn(2, 3, 32, 32)
+    vit.train()
+    vit.use_checkpoint = True
+    out = vit(x)
+    out.sum().backward()
+    grad = vit.blocks[0].attn.qkv.weight.grad.clone()
+    vit.zero_grad()
+    vit.use_checkpoint = False
+    torch.testing.assert_close(vit(x), out)
+    vit(x).sum().backward()
+    torch.testing.assert_close(vit.blocks[0].attn.qkv.weight.grad, grad)
+
+    dropping = create_eva_vit_g(32, 0.5, False, "fp32", None, **DIMS)
+    assert [b.drop_path.p for b in dropping.blocks] == [0.0, 0.5]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 ViT needs CUDA")
+def test_fp16_vit_runs_under_cuda_autocast():
+    vit = create_eva_vit_g(32, 0.0, False, "fp16", None, **DIMS).cuda()
+    with torch.autocast("cuda", dtype=torch.float16):
+        out = vit(torch.randn(2, 3, 32, 32, device="cuda"))
+    assert torch.isfinite(out).all()
