@@ -11,8 +11,8 @@ iterations the optimizer steps. A non-finite loss skips the whole accumulation w
 zeroed) and is counted; ``run.max_consecutive_nonfinite`` of them in a row stop the run.
 
 Exact resume: a checkpoint is written only at an optimizer-step boundary and holds the trainable weights,
-optimizer, LR scheduler, grad scaler, global step, and, for every rank, its RNG states and data-iterator state
-(gathered to rank 0, so one file is the whole state). Resuming restores all of it, so a run killed at any moment
+optimizer, LR scheduler, grad scaler, global step, and, for every rank, its RNG states and data-iterator
+position (gathered to rank 0, so one file is the whole state). Resuming restores all of it, so a run killed at any moment
 and resumed from its newest complete checkpoint replays exactly the iterations it lost.
 """
 
@@ -222,7 +222,7 @@ class RunnerBase:
             if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
                 raise ValueError(f"run.iters_per_epoch must be set: dataset {name!r} is a stream with no length")
             batch = self.cfg.datasets_cfg[name].get("batch_size") or self.run_cfg.batch_size_train
-            counts.append(math.ceil(len(dataset) / (batch * self.world_size)))
+            counts.append(len(dataset) // self.world_size // batch)  # the iterator drops incomplete batches
         return max(sum(counts), 1)
 
     def check_schedule(self) -> None:
@@ -350,18 +350,18 @@ class RunnerBase:
 
     def restore_rank_state(self, rank_states: dict[str, Any]) -> None:
         """This rank's data-iterator position and RNG states (after the iterator is built)."""
-        rngs, datas = rank_states.get("rng"), rank_states.get("data")
-        if not rngs or not datas:
-            logger.warning("the checkpoint has no RNG/data state: data order and randomness restart from the seed")
-            return
-        if len(rngs) != self.world_size:
+        rngs, data = rank_states.get("rng"), rank_states.get("data")
+        if data is not None:
+            self.train_iter.load_state_dict(data)
+        else:
+            logger.warning("the checkpoint has no data-iterator state: the data order restarts from the seed")
+        if not rngs or len(rngs) != self.world_size:
             logger.warning(
-                "the checkpoint was written by %d ranks, this run has %d: data order and RNG restart from the seed",
-                len(rngs),
+                "the checkpoint holds RNG states of %d ranks, this run has %d: RNG streams restart from the seed",
+                len(rngs or []),
                 self.world_size,
             )
             return
-        self.train_iter.load_state_dict(datas[self.rank])
         ckpt_io.set_rng_state(rngs[self.rank])
 
     def open_logs(self, resumed: bool) -> None:
@@ -423,7 +423,8 @@ class RunnerBase:
             for i in range(start_iter, self.iters_per_epoch):
                 if self.scheduler is not None:
                     self.scheduler.step(cur_epoch=epoch, cur_step=i)
-                samples = move_to_device(next(self.train_iter), self.device)
+                with ckpt_io.preserved_host_rng():
+                    samples = move_to_device(next(self.train_iter), self.device)
                 boundary = (i + 1) % self.accum == 0
                 loss_mean, finite = self.forward_backward(samples, sync=boundary)
                 self._clock.add_samples(batch_size_of(samples))
@@ -619,12 +620,11 @@ class RunnerBase:
     # -- checkpoints ----------------------------------------------------------------------------------------------
     def save_checkpoint(self, epoch: int, filename: str, prune: bool = True) -> None:
         """Write the full training state atomically (every rank takes part: per-rank states are gathered)."""
-        rank_state = {"rng": ckpt_io.get_rng_state(), "data": self.train_iter.state_dict()}
+        data_state = self.train_iter.state_dict()  # collective: holds every rank's position
+        rng_states: list[Any] = [ckpt_io.get_rng_state()]
         if self.world_size > 1:
-            gathered: list[Any] = [None] * self.world_size
-            dist.all_gather_object(gathered, rank_state)
-        else:
-            gathered = [rank_state]
+            rng_states = [None] * self.world_size
+            dist.all_gather_object(rng_states, ckpt_io.get_rng_state())
         if dist_utils.is_main_process():
             state = {
                 "model": self.model.trainable_state_dict(),
@@ -635,8 +635,8 @@ class RunnerBase:
                 "global_step": self.global_step,
                 "iters_per_epoch": self.iters_per_epoch,
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-                "rng": [item["rng"] for item in gathered],
-                "data": [item["data"] for item in gathered],
+                "rng": rng_states,
+                "data": data_state,
                 "world_size": self.world_size,
                 "best_val_loss": self.best_val_loss,
                 "nonfinite_total": self.nonfinite_total,
@@ -678,6 +678,8 @@ class RunnerBase:
             "rank_param_digests": digests,
             "ranks_in_sync": in_sync,
         }
+        if self.train_iter is not None:
+            self.train_iter.close()
         if dist_utils.is_main_process():
             ckpt_io.atomic_write_text(json.dumps(summary, indent=2, sort_keys=True), self.run_dir / "summary.json")
         dist_utils.barrier()
