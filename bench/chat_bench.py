@@ -67,19 +67,23 @@ def conversation(turns: int, reuse_cache: bool, model: Any, vis: Any, new_tokens
     for turn in range(turns):
         chat.ask(QUESTIONS[turn % len(QUESTIONS)], conv)
         cached = getattr(conv, "kv_cache", None)
+        probe = conv.copy()
+        probe.append_message(probe.roles[1], None)
+        embs = chat.get_context_emb(probe.get_prompt(), img_list)
+        context, reused = embs.shape[1], 0 if cached is None or not reuse_cache else cached.common_prefix(embs)
         streamer = TimingStreamer()
-        answer = chat.answer(
+        chat.answer(
             conv, img_list, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
             repetition_penalty=1.0, bad_words_ids=bad, streamer=streamer, max_length=2000,
         )  # fmt: skip
         end = time.perf_counter()
         tt = streamer.token_times
-        context = chat.get_context_emb(conv.get_prompt().rsplit(answer.text, 1)[0], img_list).shape[1] if tt else None
         rows.append(
             {
                 "turn": turn + 1,
                 "context_tokens": context,
                 "cached_tokens_before": None if cached is None else int(cached.embeds.shape[1]),
+                "reused_tokens": reused,
                 "ttft_s": tt[0] - streamer.start,
                 "new_tokens": len(tt),
                 "total_s": end - streamer.start,
@@ -95,7 +99,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model.eval()
     from minigpt4.common.registry import registry
 
-    vis = registry.get_processor_class("blip2_image_eval").from_config(cfg.eval_vis_processor)
+    vis = registry.get_processor_class("blip2_image_eval").from_config(cfg.preprocess_cfg.vis_processor.eval)
     result: dict[str, Any] = {
         "description": f"{args.config}, random weights, greedy, {args.new_tokens} new tokens forced per turn, "
         f"{args.turns} turns, median of {args.repeats} conversations",
