@@ -30,6 +30,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
@@ -67,16 +68,44 @@ def load_yaml(path: str | os.PathLike[str]) -> DictConfig:
     return cfg
 
 
-def parse_options(options: Sequence[str] | None) -> DictConfig:
-    """``["run.init_lr=1e-4", "run.train_splits=[train]"]`` -> a nested config (values parsed as YAML)."""
-    options = list(options or [])
-    for item in options:
-        if "=" not in item or not item.split("=", 1)[0].strip():
-            raise ConfigError(f"{OPTIONS_LABEL}: expected key=value with a dotted key, got {item!r}")
+_NULL_WORDS = frozenset({"null", "Null", "NULL", "~"})
+
+
+def _option_value(key: str, raw: str) -> Any:
+    """One ``--options`` value, parsed as YAML except where YAML would silently change a plain string.
+
+    ``###`` (YAML reads a comment, i.e. null) and ``Q: {} A:`` (a mapping, or not YAML at all) stay the text
+    they are, so prompt templates and stop strings can be given on the command line.
+    """
     try:
-        return OmegaConf.from_dotlist(options)
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"{OPTIONS_LABEL}: could not parse {options}: {err}") from err
+        value = OmegaConf.select(OmegaConf.from_dotlist([f"{key}={raw}"]), key)
+    except (OmegaConfBaseException, yaml.YAMLError):
+        return raw
+    text = raw.strip()
+    if value is None and text and text not in _NULL_WORDS:
+        return raw
+    if isinstance(value, DictConfig) and not text.startswith("{"):
+        return raw
+    return value
+
+
+def parse_options(options: Sequence[str] | None) -> DictConfig:
+    """``["run.init_lr=1e-4", "run.train_splits=[train]"]`` -> a nested config (values parsed as YAML).
+
+    ``key=null`` / ``key=`` give None; a value YAML cannot read as intended (``model.end_sym=###``,
+    ``model.prompt_template=Q: {} A:``) is kept as the string it is.
+    """
+    result = OmegaConf.create({})
+    for item in options or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"{OPTIONS_LABEL}: expected key=value with a dotted key, got {item!r}")
+        try:
+            OmegaConf.update(result, key, _option_value(key, raw), merge=True, force_add=True)
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"{OPTIONS_LABEL}: could not parse {item!r}: {err}") from err
+    return result
 
 
 def _leaf_keys(node: Any, prefix: str) -> Iterable[str]:

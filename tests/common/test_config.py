@@ -380,3 +380,23 @@ def test_config_from_args_object(world):
         options = ["run.seed=7"]
 
     assert Config(Args()).run_cfg.seed == 7
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("###", "###"),  # YAML would read a comment (null)
+        ("###Human: {} ###Assistant: ", "###Human: {} ###Assistant: "),  # trailing space kept
+        ("Q: {} A:", "Q: {} A:"),  # not valid YAML
+        ("a: b", "a: b"),  # YAML would read a mapping
+        ("null", None),
+        ("", None),
+    ],
+)
+def test_option_strings_yaml_would_mangle(world, raw, expected):
+    cfg = world.load(options=[f"model.note={raw}"])
+    assert cfg.model_cfg.note == expected
+
+
+def test_option_flow_mapping_is_a_mapping():
+    assert OmegaConf.to_container(parse_options(["a.b={x: 1}"])) == {"a": {"b": {"x": 1}}}
