@@ -6,9 +6,11 @@ the loss is the LLM's next-token loss over the answer tokens only (see ``shared/
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import random
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
@@ -221,7 +223,8 @@ class MiniGPT4(Blip2Base):
         from transformers import LlamaForCausalLM, LlamaTokenizer
 
         path = resolve_model_path(cfg.llama_model, "model.llama_model")
-        tokenizer = LlamaTokenizer.from_pretrained(path)
+        # bos on plain calls, as the sentencepiece LLaMA tokenizer the published code used (the chat relies on it)
+        tokenizer = LlamaTokenizer.from_pretrained(path, add_bos_token=True)
         tokenizer.pad_token = PAD_TOKEN
         if tokenizer.pad_token_id in (None, tokenizer.unk_token_id):
             logger.warning(
@@ -236,6 +239,7 @@ class MiniGPT4(Blip2Base):
         if cfg.low_resource:
             kwargs.update(self._low_resource_kwargs(cfg.device_8bit))
         llama_model = LlamaForCausalLM.from_pretrained(path, **kwargs)
+        self.llm_dtype = dtype
         logger.info("loaded the LLM from %s (%s)", path, dtype)
 
         keep_train_mode = cfg.lora_r > 0 or cfg.llm_grad_checkpoint
@@ -333,6 +337,12 @@ class MiniGPT4(Blip2Base):
         atts_llama = torch.ones(inputs_llama.shape[:-1], dtype=torch.long, device=image.device)
         return inputs_llama, atts_llama
 
+    def llm_autocast(self) -> AbstractContextManager[Any]:
+        """Autocast to the LLM's half dtype (fp16/bf16 on CUDA, bf16 on CPU); a no-op for an fp32 LLM."""
+        if self.llm_dtype == torch.float32:
+            return contextlib.nullcontext()
+        return self.maybe_autocast(self.llm_dtype)
+
     def _tokenize(self, texts: list[str], max_length: int | None = None) -> tuple[Tensor, Tensor]:
         """Right-padded ids ``[B, S]`` and lengths ``[B]`` of ``texts``, without special tokens."""
         if not any(texts):
@@ -404,7 +414,7 @@ class MiniGPT4(Blip2Base):
         answers = list(samples["answer"])
         instructions = self._instructions(samples, len(answers))
         embeds, attention_mask, labels = self.build_inputs(img_embeds, answers, instructions)
-        with self.maybe_autocast():
+        with self.llm_autocast():
             outputs = self.llama_model(
                 inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, return_dict=True
             )

@@ -207,3 +207,19 @@ def test_missing_vit_weights_say_what_to_download(tiny_assets, tmp_path):
     with pytest.raises(FileNotFoundError) as err:
         MiniGPT4.from_config(tiny_model_cfg(tiny_assets, vit_path=str(tmp_path / "eva_vit_g.pth")))
     assert "eva_vit_g.pth" in str(err.value) and "model.vit_path" in str(err.value)
+
+
+def test_tokenizer_pads_with_dollars_and_adds_bos_on_plain_calls(tiny_model):
+    tok = tiny_model.llama_tokenizer
+    assert tok.pad_token == "$$" and tok.pad_token_id not in (None, tok.unk_token_id)
+    assert tok.convert_ids_to_tokens(tok("$$", add_special_tokens=False).input_ids)[-1] == "$$"
+    assert tok("a red circle").input_ids[0] == tok.bos_token_id
+    assert tok("a red circle", add_special_tokens=False).input_ids[0] != tok.bos_token_id
+
+
+def test_bfloat16_llm_on_cpu(tiny_assets):
+    model = MiniGPT4.from_config(tiny_model_cfg(tiny_assets, torch_dtype="bfloat16"))
+    assert model.llama_model.dtype == torch.bfloat16 and model.llama_proj.weight.dtype == torch.float32
+    loss = model(_samples(2))["loss"]
+    loss.backward()
+    assert model.llama_proj.weight.grad is not None
