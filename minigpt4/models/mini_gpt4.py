@@ -147,7 +147,6 @@ class MiniGPT4(Blip2Base):
     Args:
         cfg: the validated ``model`` section (see :class:`MiniGPT4Config`; a partial dict is completed with its
             defaults).
-        device: where to build the vision side (``"meta"`` for shapes only; nothing is loaded then).
     """
 
     config_schema = MiniGPT4Config
@@ -220,6 +219,7 @@ class MiniGPT4(Blip2Base):
             logger.info("Q-Former frozen")
 
     def _build_llm(self, cfg: DictConfig) -> tuple[Any, nn.Module]:
+        """The tokenizer (pad ``$$``) and the frozen LLM (with LoRA / gradient checkpointing when configured)."""
         from transformers import LlamaForCausalLM, LlamaTokenizer
 
         path = resolve_model_path(cfg.llama_model, "model.llama_model")
@@ -242,30 +242,41 @@ class MiniGPT4(Blip2Base):
         self.llm_dtype = dtype
         logger.info("loaded the LLM from %s (%s)", path, dtype)
 
-        keep_train_mode = cfg.lora_r > 0 or cfg.llm_grad_checkpoint
-        freeze(llama_model, eval_mode=not keep_train_mode)
+        # LoRA dropout and HF gradient checkpointing only act in train mode: keep it switchable then
+        freeze(llama_model, eval_mode=not (cfg.lora_r > 0 or cfg.llm_grad_checkpoint))
         if cfg.llm_grad_checkpoint:
-            options = {"use_reentrant": False}
-            if hasattr(llama_model, "activation_checkpointing_enable"):  # transformers >= 5
-                llama_model.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
-            else:
-                llama_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
-            llama_model.enable_input_require_grads()
+            self._enable_llm_checkpointing(llama_model)
         if cfg.lora_r > 0:
-            from peft import LoraConfig, get_peft_model
-
-            lora = LoraConfig(
-                r=cfg.lora_r,
-                lora_alpha=cfg.lora_alpha,
-                lora_dropout=cfg.lora_dropout,
-                target_modules=list(cfg.lora_target_modules),
-                bias="none",
-                task_type="CAUSAL_LM",
-            )
-            llama_model = get_peft_model(llama_model, lora)
-            n = sum(p.numel() for p in llama_model.parameters() if p.requires_grad)
-            logger.info("LoRA (r=%d) on %s: %d trainable LLM parameters", cfg.lora_r, list(cfg.lora_target_modules), n)
+            llama_model = self._add_lora(llama_model, cfg)
         return tokenizer, llama_model
+
+    @staticmethod
+    def _enable_llm_checkpointing(llama_model: nn.Module) -> None:
+        """Activation checkpointing in the frozen LLM; gradients still reach the image tokens (and llama_proj)."""
+        options = {"use_reentrant": False}
+        if hasattr(llama_model, "activation_checkpointing_enable"):  # transformers >= 5
+            llama_model.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+        else:
+            llama_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
+        llama_model.enable_input_require_grads()
+
+    @staticmethod
+    def _add_lora(llama_model: nn.Module, cfg: DictConfig) -> nn.Module:
+        """Wrap the LLM with trainable peft LoRA adapters on ``cfg.lora_target_modules``."""
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=list(cfg.lora_target_modules),
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
+        llama_model = get_peft_model(llama_model, lora)
+        n = sum(p.numel() for p in llama_model.parameters() if p.requires_grad)
+        logger.info("LoRA (r=%d) on %s: %d trainable LLM parameters", cfg.lora_r, list(cfg.lora_target_modules), n)
+        return llama_model
 
     @staticmethod
     def _low_resource_kwargs(device_8bit: int) -> dict[str, Any]:
