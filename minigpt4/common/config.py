@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import yaml
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from minigpt4.common.registry import RegistryError, registry
@@ -164,7 +164,21 @@ def _merge_sources(sources: Sequence[tuple[str, Any]], prefix: str, origins: _Or
         if not isinstance(node, DictConfig | Mapping):
             raise ConfigError(f"{label}: {prefix}: expected a mapping, got {node!r}")
         origins.record(node, prefix, label)
-        merged = OmegaConf.merge(merged, node)
+        merged = _merge_keeping_missing(merged, node)
+    return merged
+
+
+def _merge_keeping_missing(base: DictConfig, node: Any) -> DictConfig:
+    """``OmegaConf.merge(base, node)``, except that a ``???`` in ``node`` marks the key required again.
+
+    (OmegaConf's merge ignores ``???`` over an existing value, which would let a config that says "this path is
+    required" silently inherit a default.)
+    """
+    merged = OmegaConf.merge(base, node)
+    # a detached copy, so that the missing keys are relative to this section
+    plain = OmegaConf.to_container(node, resolve=False) if isinstance(node, DictConfig) else dict(node)
+    for key in OmegaConf.missing_keys(OmegaConf.create(plain)):
+        OmegaConf.update(merged, key, MISSING, force_add=True)
     return merged
 
 
@@ -179,7 +193,7 @@ def validate(schema: type, node: Any, prefix: str, origins: _Origins, fallback: 
         raise TypeError(f"{schema!r} is not a dataclass schema")
     base = OmegaConf.structured(schema)
     try:
-        merged = OmegaConf.merge(base, node)
+        merged = _merge_keeping_missing(base, node)
     except ConfigKeyError as err:
         key = _full_key(prefix, err)
         known = ", ".join(f.name for f in dataclasses.fields(schema))

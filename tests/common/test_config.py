@@ -400,3 +400,16 @@ def test_option_strings_yaml_would_mangle(world, raw, expected):
 
 def test_option_flow_mapping_is_a_mapping():
     assert OmegaConf.to_container(parse_options(["a.b={x: 1}"])) == {"a": {"b": {"x": 1}}}
+
+
+def test_required_marker_in_user_yaml_overrides_a_default(world):
+    # the default YAML gives width 16; a config that says ??? means "you must set this"
+    msg = world.error(_edit(USER, "  depth: 4", "  depth: 4\n  width: ???\n  note: ???"))
+    assert "model.note" in msg and "width" in msg and world.path("user.yaml") in msg
+    cfg = world.load(_edit(USER, "  depth: 4", "  depth: 4\n  note: ???"), options=["model.note=set"])
+    assert cfg.model_cfg.note == "set"
+
+
+def test_required_marker_in_dataset_section(world):
+    msg = world.error(_edit(USER, "    sample_ratio: 7", "    storage: ???"))
+    assert "datasets._test_data.storage" in msg
