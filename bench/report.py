@@ -100,6 +100,21 @@ def chat_md(c: dict[str, Any]) -> list[str]:
     return lines
 
 
+def gpu_md(g: dict[str, Any]) -> list[str]:
+    lines = ["", f"GPU mode on {g['device']}: bf16 matmul peak {_gflops(g['peak']['bf16']['peak_flops'])} GFLOP/s", ""]
+    lines += [
+        "| stage | batch | samples/s | step ms | util vs bf16 peak | peak memory GiB |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name in ("stage1", "stage2"):
+        r = g[name]
+        lines.append(
+            f"| {name} | {r['batch']} | {_f(r['samples_per_s'])} | {_f(r['step_s']['median_s'] * 1e3, '{:.1f}')} | "
+            f"{_f(r['utilisation_vs_bf16_peak'], '{:.1%}')} | {_f(r['peak_mem_gib'], '{:.1f}')} |"
+        )
+    return lines
+
+
 def targets_md(targets: list[dict[str, Any]]) -> list[str]:
     lines = ["", "| target | measured | met |", "|---|---|---|"]
     for t in targets:
@@ -112,6 +127,8 @@ def targets_md(targets: list[dict[str, Any]]) -> list[str]:
 def to_markdown(r: dict[str, Any]) -> str:
     lines = [f"\n## Run of {r['machine']['date_utc']}\n"]
     lines += machine_md(r)
+    if "gpu" in r:
+        lines += gpu_md(r["gpu"])
     if "peak" in r:
         lines += peak_md(r["peak"])
     if "train" in r:

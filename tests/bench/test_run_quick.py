@@ -25,3 +25,30 @@ def test_quick_run_writes_json(tmp_path):
     assert len(chat["reuse_cache"]) == len(chat["recompute"]) == 3
     assert all(t["new_tokens"] > 0 for t in chat["reuse_cache"] + chat["recompute"])
     assert "| target |" in md.read_text()
+
+
+def test_gpu_mode_fails_clearly_without_cuda():
+    import pytest
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(SystemExit, match="needs a CUDA device"):
+        main(["--gpu"])
+
+
+def test_random_full_model_builder_runs_small_on_cpu(tmp_path):
+    """The GPU mode's builder (project MiniGPT4, random ViT, random LLaMA from a config) at toy sizes."""
+    import torch
+
+    from bench.assets import LlamaDims
+    from bench.gpu import STAGE2, build_random_model, stage_samples
+
+    small = {"vit_width": 32, "vit_depth": 1, "vit_heads": 2, "vit_mlp_dim": 64, "image_size": 56,
+             "qformer_hidden_size": 32, "qformer_num_layers": 2, "qformer_num_heads": 2,
+             "qformer_intermediate_size": 64, "torch_dtype": "float32", "vit_precision": "fp32"}  # fmt: skip
+    model = build_random_model({**small, **STAGE2}, LlamaDims(32, 1, 2, 2, 64, 1000, 512), "cpu", str(tmp_path / "tok"))
+    loss = model(stage_samples(model, 2, STAGE2, "cpu"))["loss"]
+    loss.backward()
+    assert torch.isfinite(loss) and model.llama_proj.weight.grad is not None
+    assert model.llama_model.config.vocab_size == 1000

@@ -1,0 +1,177 @@
+"""GPU mode: the full-size MiniGPT-4 architecture with random weights on one CUDA device.
+
+    python -m bench.run --gpu [--json out.json]
+
+Builds EVA ViT-G (39 x 1408, fp16 weights as published), the BLIP-2 Q-Former (12 x 768, 32 queries) and a
+LLaMA-7B-shaped LLM (32 x 4096, 11008 MLP, 32000 vocabulary, bf16) directly on the GPU with random weights:
+nothing is downloaded or read from disk except a small sentencepiece tokenizer written on the fly. The model is
+the project's ``MiniGPT4`` (its own ``__init__``, builders and forward); only two construction steps are
+replaced: the ViT skips loading ``vit_path``, and, while the model is built, ``from_pretrained`` instantiates a
+random LLaMA from a ``LlamaConfig`` instead of reading a folder.
+
+Reports: the measured bf16 matmul peak of the device, stage-1 samples/s at batch 64 (bf16 autocast, the step of
+:mod:`bench.train_step`), model-FLOPs utilisation, and the stage-2 peak memory at batch 12 (instruction template,
+answers filling ``max_txt_len`` 160).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from bench.assets import LlamaDims, write_tokenizer
+from bench.common import loadavg, summarize
+from bench.flops import train_step_flops
+
+FULL_LLAMA = LlamaDims(
+    hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
+    intermediate_size=11008, vocab_size=32000, max_position_embeddings=2048,
+)  # fmt: skip
+STAGE1 = {"prompt_path": "", "prompt_template": "", "max_txt_len": 32, "end_sym": "\n"}
+STAGE2 = {"prompt_path": "prompts/alignment.txt", "prompt_template": "###Human: {} ###Assistant: ",
+          "max_txt_len": 160, "end_sym": "###"}  # fmt: skip
+
+
+def require_cuda() -> None:
+    if not torch.cuda.is_available():
+        raise SystemExit(
+            "bench --gpu needs a CUDA device (torch.cuda.is_available() is False on this machine). "
+            "Run it on a GPU host; the CPU benchmarks are `python -m bench.run` without --gpu."
+        )
+
+
+def random_model_class() -> type:
+    """``MiniGPT4`` whose ViT keeps its random initialisation instead of loading ``vit_path``."""
+    from minigpt4.models.mini_gpt4 import MiniGPT4
+
+    class RandomMiniGPT4(MiniGPT4):
+        @classmethod
+        def init_vision_encoder(cls, *args: Any, path: str | None = None, **kwargs: Any) -> Any:
+            return super().init_vision_encoder(*args, path=None, **kwargs)  # random init, nothing loaded
+
+    return RandomMiniGPT4
+
+
+@contextlib.contextmanager
+def random_llama(dims: LlamaDims) -> Iterator[None]:
+    """While active, ``LlamaForCausalLM.from_pretrained(folder, dtype=...)`` builds a random model of ``dims``
+    (on the current default device) instead of reading weights: the model's own ``_build_llm`` runs unchanged."""
+    from transformers import LlamaConfig, LlamaForCausalLM, LlamaTokenizer
+
+    had_own = "from_pretrained" in LlamaForCausalLM.__dict__
+    original = LlamaForCausalLM.__dict__.get("from_pretrained")
+
+    def from_config(cls: type, path: str, *args: Any, **kwargs: Any) -> Any:
+        tokenizer = LlamaTokenizer.from_pretrained(path)
+        config = LlamaConfig(
+            hidden_size=dims.hidden_size, num_hidden_layers=dims.num_hidden_layers,
+            num_attention_heads=dims.num_attention_heads, num_key_value_heads=dims.num_key_value_heads,
+            intermediate_size=dims.intermediate_size, vocab_size=dims.vocab_size,
+            max_position_embeddings=dims.max_position_embeddings, bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
+        )  # fmt: skip
+        dtype = kwargs.get("dtype", kwargs.get("torch_dtype")) or torch.float32
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)
+        try:
+            return cls(config)
+        finally:
+            torch.set_default_dtype(previous)
+
+    LlamaForCausalLM.from_pretrained = classmethod(from_config)
+    try:
+        yield
+    finally:
+        if had_own:
+            LlamaForCausalLM.from_pretrained = original
+        else:
+            del LlamaForCausalLM.from_pretrained  # the inherited one is visible again
+
+
+def build_random_model(overrides: dict[str, Any], llama: LlamaDims, device: str, tokenizer_dir: str) -> Any:
+    """The project's MiniGPT4 at the given sizes, random weights, built directly on ``device``."""
+    from omegaconf import OmegaConf
+
+    from minigpt4.models.mini_gpt4 import MiniGPT4Config
+
+    if not os.path.exists(os.path.join(tokenizer_dir, "tokenizer.model")):
+        write_tokenizer(tokenizer_dir)
+    base = {"vit_path": "(random init)", "llama_model": tokenizer_dir, "q_former_model": None}
+    cfg = OmegaConf.merge(OmegaConf.structured(MiniGPT4Config), base, overrides)
+    with torch.device(device), random_llama(llama):
+        model = random_model_class()(cfg)
+    return model
+
+
+def stage_samples(model: Any, batch: int, stage: dict[str, Any], device: str) -> dict[str, Any]:
+    from bench.assets import captions
+
+    words = (10, 19) if stage is STAGE1 else (150, 200)  # stage 2: answers fill max_txt_len
+    size = model.cfg.image_size
+    return {
+        "image": torch.randn(batch, 3, size, size, device=device),
+        "answer": captions(batch, 0, *words),
+    }
+
+
+def time_training(model: Any, samples: dict[str, Any], steps: int, warmup: int) -> dict[str, Any]:
+    from bench.train_step import build_optimizer
+
+    optimizer = build_optimizer(model)
+    model.train()
+
+    def step() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(samples)["loss"]
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(warmup):
+        step()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return {"step_s": summarize(times), "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30}
+
+
+def run_gpu(quick: bool = False) -> dict[str, Any]:
+    require_cuda()
+    from bench.models import model_dims, seq_len_of
+    from bench.peak import measure_peak
+
+    device = "cuda"
+    torch.backends.cuda.matmul.allow_tf32 = True
+    result: dict[str, Any] = {"device": torch.cuda.get_device_name(0), "loadavg": loadavg()}
+    result["peak"] = measure_peak((4096, 8192) if not quick else (1024,), reps=10 if not quick else 2, device=device)
+    bf16_peak = result["peak"]["bf16"]["peak_flops"]
+    tok_dir = os.path.join(tempfile.mkdtemp(prefix="minigpt4_gpu_tok_"), "tokenizer")
+    overrides = {"torch_dtype": "bfloat16", "vit_precision": "fp16"}
+    for name, stage, batch in (("stage1", STAGE1, 64), ("stage2", STAGE2, 12)):
+        model = build_random_model({**overrides, **stage}, FULL_LLAMA, device, tok_dir)
+        samples = stage_samples(model, batch if not quick else 2, stage, device)
+        timing = time_training(model, samples, steps=10 if not quick else 2, warmup=3 if not quick else 1)
+        seq = seq_len_of(model, samples) + (0 if stage is STAGE1 else 16)  # + instruction tokens (approx.)
+        flops = train_step_flops(model_dims(model), samples["image"].shape[0], seq)
+        median = timing["step_s"]["median_s"]
+        result[name] = {
+            "batch": samples["image"].shape[0],
+            **timing,
+            "samples_per_s": samples["image"].shape[0] / median,
+            "model_flops_per_step": flops["total"],
+            "utilisation_vs_bf16_peak": flops["total"] / median / bf16_peak,
+        }
+        del model, samples
+        torch.cuda.empty_cache()
+    return result
