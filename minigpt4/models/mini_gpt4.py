@@ -6,11 +6,9 @@ the loss is the LLM's next-token loss over the answer tokens only (see ``shared/
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import logging
 import random
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
@@ -170,10 +168,12 @@ class MiniGPT4(Blip2Base):
         if vit_precision == "fp16" and not torch.cuda.is_available():
             logger.warning("vit_precision fp16 needs CUDA, which is not available: keeping the ViT in fp32")
             vit_precision = "fp32"
-        self.autocast_dtype = torch.float16 if vit_precision == "fp16" else None
 
         self._build_vision(cfg, vit_precision)
         self.llama_tokenizer, self.llama_model = self._build_llm(cfg)
+        # maybe_autocast(): the LLM's half dtype, else fp16 for an fp16 ViT (LAVIS), else off (an fp32 tiny model)
+        half = self.llm_dtype in (torch.float16, torch.bfloat16)
+        self.autocast_dtype = self.llm_dtype if half else (torch.float16 if vit_precision == "fp16" else None)
         in_width = cfg.qformer_hidden_size if self.has_qformer else cfg.vit_width * LLAMA2_PATCH_GROUP
         self.llama_proj = nn.Linear(in_width, self.llama_model.config.hidden_size)
         self.prompt_list = load_prompts(cfg.prompt_path, cfg.prompt_template)
@@ -348,12 +348,6 @@ class MiniGPT4(Blip2Base):
         atts_llama = torch.ones(inputs_llama.shape[:-1], dtype=torch.long, device=image.device)
         return inputs_llama, atts_llama
 
-    def llm_autocast(self) -> AbstractContextManager[Any]:
-        """Autocast to the LLM's half dtype (fp16/bf16 on CUDA, bf16 on CPU); a no-op for an fp32 LLM."""
-        if self.llm_dtype == torch.float32:
-            return contextlib.nullcontext()
-        return self.maybe_autocast(self.llm_dtype)
-
     def _tokenize(self, texts: list[str], max_length: int | None = None) -> tuple[Tensor, Tensor]:
         """Right-padded ids ``[B, S]`` and lengths ``[B]`` of ``texts``, without special tokens."""
         if not any(texts):
@@ -425,7 +419,7 @@ class MiniGPT4(Blip2Base):
         answers = list(samples["answer"])
         instructions = self._instructions(samples, len(answers))
         embeds, attention_mask, labels = self.build_inputs(img_embeds, answers, instructions)
-        with self.llm_autocast():
+        with self.maybe_autocast():
             outputs = self.llama_model(
                 inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, return_dict=True
             )

@@ -223,3 +223,10 @@ def test_bfloat16_llm_on_cpu(tiny_assets):
     loss = model(_samples(2))["loss"]
     loss.backward()
     assert model.llama_proj.weight.grad is not None
+
+
+def test_maybe_autocast_is_off_for_an_fp32_model_on_cpu(tiny_model):
+    with tiny_model.maybe_autocast():
+        assert not torch.is_autocast_enabled("cpu")
+    with tiny_model.maybe_autocast(torch.bfloat16):
+        assert torch.is_autocast_enabled("cpu")
