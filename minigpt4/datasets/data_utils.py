@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import BatchSampler, ConcatDataset, DataLoader, Dataset, DistributedSampler, IterableDataset
 
-from minigpt4.datasets.datasets.common import FLUSH_KEY, META_KEY, collate
+from minigpt4.datasets.datasets.common import FLUSH_KEY, META_KEY, collate, derive_seed
 from minigpt4.datasets.datasets.webdataset_source import ImageTextWebDataset, StreamPlan
 
 logger = logging.getLogger(__name__)
@@ -98,7 +98,9 @@ class _Source:
 
     # loaders -------------------------------------------------------------------------------------------------
     def _loader(self) -> DataLoader:
-        common = dict(num_workers=self.num_workers, pin_memory=self.pin_memory, collate_fn=collate)
+        # a private generator for the workers' base seed: making a loader never draws from torch's global RNG
+        generator = torch.Generator().manual_seed(derive_seed("loader", self.seed, self.rank, self.name, self.epoch))
+        common = dict(num_workers=self.num_workers, pin_memory=self.pin_memory, generator=generator)
         if self.streaming:
             roles = len(self.cursors)
             plan = StreamPlan(
@@ -113,9 +115,8 @@ class _Source:
             return DataLoader(
                 self.dataset.with_plan(plan),
                 batch_size=None,
-                num_workers=self.num_workers,
-                pin_memory=self.pin_memory,
                 collate_fn=_identity,
+                **common,
             )
         if hasattr(self.dataset, "set_augment_seed"):
             self.dataset.set_augment_seed(self.seed, self.epoch)
@@ -129,7 +130,7 @@ class _Source:
                 f"{self.name}: {len(self.dataset)} samples make no full batch of {self.batch_size} "
                 f"per rank with {self.world_size} ranks; lower the batch size"
             )
-        return DataLoader(self.dataset, batch_sampler=_SkipBatches(batches, self.batches), **common)
+        return DataLoader(self.dataset, batch_sampler=_SkipBatches(batches, self.batches), collate_fn=collate, **common)
 
     def next_batch(self) -> dict[str, Any]:
         while True:

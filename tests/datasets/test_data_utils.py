@@ -7,6 +7,7 @@ from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 
 from minigpt4.common.run_config import RunConfig
+from minigpt4.datasets import data_utils
 from minigpt4.datasets.data_utils import TrainIterator, build_train_iterator
 from minigpt4.datasets.datasets.cc_sbu_align_dataset import CCSBUAlignDataset
 from minigpt4.datasets.datasets.webdataset_source import ImageTextWebDataset
@@ -111,3 +112,67 @@ def test_build_train_iterator_batch_sizes(tmp_path: Path):
     assert sizes == {"a": 4, "b": 2}
     with pytest.raises(ValueError, match="no full batch"):
         next(iter(build_train_iterator({"a": Named("a", 3)}, cfgs, run)))
+
+
+def test_resume_at_any_point_of_uneven_finite_streams(tmp_path: Path):
+    """Two workers, shards of different sizes: streams end at different times; resume anywhere is exact."""
+    for s, n in enumerate([7, 2, 5]):
+        members = [m for i in range(n) for m in good_members(f"{s}_{i}", f"s{s} i{i}")]
+        write_tar(tmp_path / f"{s:05d}.tar", members + ([("bad.jpg", b"xx"), ("bad.txt", b"x")] if s == 1 else []))
+    vis, text = Blip2ImageTrainProcessor(image_size=8), BlipCaptionProcessor()
+    ds = ImageTextWebDataset(f"{tmp_path}/{{00000..00002}}.tar", vis, text, resampled=False, shuffle_buffer=3)
+
+    def fresh() -> TrainIterator:
+        return TrainIterator({"a": (ds, 2, 1.0)}, num_workers=2, rank=0, world_size=1, device="cpu", seed=5)
+
+    rng_before = torch.get_rng_state()
+    whole = fresh()
+    expected = [next(whole)["answer"] for _ in range(12)]
+    assert torch.equal(rng_before, torch.get_rng_state())  # loaders never draw from the global RNG
+    for k in (3, 6, 8):
+        first = fresh()
+        for _ in range(k):
+            next(first)
+        resumed = fresh()
+        resumed.load_state_dict(first.state_dict())
+        assert [next(resumed)["answer"] for _ in range(12 - k)] == expected[k:]
+
+
+def test_state_gathers_every_rank_under_ddp(monkeypatch):
+    """Each rank's state goes into the checkpoint; a rank resumes from its own entry."""
+    its = [
+        TrainIterator(
+            {"a": (Named("a"), 2, 1.0), "b": (Named("b"), 2, 1.0)},
+            num_workers=0,
+            rank=r,
+            world_size=2,
+            device="cpu",
+            seed=3,
+        )
+        for r in range(2)
+    ]
+    drawn = [[next(it)["answer"] for _ in range(3)] for it in its]
+    assert drawn[0] != drawn[1]
+    locals_ = [it.local_state_dict() for it in its]
+    monkeypatch.setattr(data_utils.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(data_utils.dist, "get_world_size", lambda: 2)
+
+    def all_gather_object(out, obj):
+        out[:] = [(r, locals_[r]) for r in range(2)]
+
+    monkeypatch.setattr(data_utils.dist, "all_gather_object", all_gather_object)
+    state = its[0].state_dict()
+    monkeypatch.undo()
+    assert sorted(state["ranks"]) == [0, 1] and state["world_size"] == 2
+    expected = [next(it)["answer"] for it in its]
+    for r in range(2):
+        resumed = TrainIterator(
+            {"a": (Named("a"), 2, 1.0), "b": (Named("b"), 2, 1.0)},
+            num_workers=0,
+            rank=r,
+            world_size=2,
+            device="cpu",
+            seed=3,
+        )
+        resumed.load_state_dict(state)
+        assert next(resumed)["answer"] == expected[r]
