@@ -230,3 +230,20 @@ def test_maybe_autocast_is_off_for_an_fp32_model_on_cpu(tiny_model):
         assert not torch.is_autocast_enabled("cpu")
     with tiny_model.maybe_autocast(torch.bfloat16):
         assert torch.is_autocast_enabled("cpu")
+
+
+def test_packaged_alignment_prompts_resolve_from_any_directory(tmp_path, monkeypatch):
+    from minigpt4.models.mini_gpt4 import load_prompts
+
+    monkeypatch.chdir(tmp_path)
+    prompts = load_prompts("prompts/alignment.txt", TEMPLATE)
+    assert len(prompts) == 4
+    assert prompts[0] == "###Human: <Img><ImageHere></Img> Describe this image in detail. ###Assistant: "
+
+
+def test_blip2_checkpoint_loads_qformer_and_skips_text_branch(tiny_model, tiny_assets):
+    state = torch.load(tiny_assets["q_former_model"], weights_only=True)["model"]
+    own = tiny_model.state_dict()
+    for key in ("query_tokens", "ln_vision.weight", "Qformer.bert.encoder.layer.0.crossattention.self.key.weight"):
+        torch.testing.assert_close(own[key], state[key])
+    assert "Qformer.cls.predictions.bias" not in own and "vision_proj.weight" not in own
