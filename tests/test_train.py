@@ -1,0 +1,203 @@
+"""train.py end to end on a tiny MiniGPT-4 and tiny data made here: single process, stage 1 -> stage 2,
+a resume after ``kill -9`` at a random moment, a 2-process torchrun job, accumulation, and bad configs."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import train
+from minigpt4.runners.runner_base import param_digest
+from tests.runners import helpers as h
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return h.build_world(tmp_path_factory.mktemp("train_world"))
+
+
+def _reference_config(world, path, output_dir):
+    run = h.run_section(output_dir, save_freq=1, auto_resume=True, valid_splits=["train"], init_lr=3e-2)
+    return h.write_config(path, h.model_section(world), h.align_datasets(world), run)
+
+
+@pytest.fixture(scope="module")
+def reference(world, tmp_path_factory):
+    """An uninterrupted run: 2 epochs x 4 iterations, a checkpoint every iteration, validation per epoch."""
+    root = tmp_path_factory.mktemp("reference")
+    cfg = _reference_config(world, root / "train.yaml", root / "out")
+    summary = train.main(["--cfg-path", str(cfg)])
+    return {"cfg": cfg, "run_dir": root / "out" / "job", "summary": summary}
+
+
+def test_single_process_run_trains_and_writes_its_folder(reference):
+    run_dir, summary = reference["run_dir"], reference["summary"]
+    assert summary["global_step"] == 8 and summary["ranks_in_sync"]
+    assert summary["last_checkpoint"] == str(run_dir / "checkpoint_1.pth")
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "log.txt", "checkpoint_0.pth", "checkpoint_best.pth"):
+        assert (run_dir / name).is_file(), name
+    ckpt = torch.load(run_dir / "checkpoint_1.pth", map_location="cpu", weights_only=False)
+    # trainable parameters only (plus the persistent buffers the published format keeps)
+    assert sorted(k for k in ckpt["model"] if not k.endswith("position_ids")) == [
+        "llama_proj.bias",
+        "llama_proj.weight",
+    ]
+    assert ckpt["config"]["run"]["max_epoch"] == 2 and ckpt["epoch"] == 1 and ckpt["global_step"] == 8
+    vals = [r["loss"] for r in h.read_metrics(run_dir) if r["kind"] == "val"]
+    assert len(vals) == 2 and vals[1] < vals[0]
+    assert [step for step, _ in h.train_losses(run_dir)] == list(range(1, 9))
+
+
+def test_resume_after_kill_9_equals_uninterrupted(world, reference, tmp_path):
+    """Kill a real training process at a random moment (possibly mid-save), resume, compare with the reference."""
+    seed = random.randrange(10**6)
+    rng = random.Random(seed)
+    kill_after_step, extra_delay = rng.randint(1, 4), rng.uniform(0.0, 0.2)
+    cfg = _reference_config(world, tmp_path / "train.yaml", tmp_path / "out")
+    run_dir = tmp_path / "out" / "job"
+    proc = subprocess.Popen(h.train_command(cfg), cwd=h.REPO_ROOT, env=h.subprocess_env(), stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while not (run_dir / f"checkpoint_step{kill_after_step}.pth").exists():
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            assert time.time() < deadline, "the training process made no progress"
+            time.sleep(0.02)
+        time.sleep(extra_delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+    note = f"(seed {seed}: killed {extra_delay:.3f}s after checkpoint_step{kill_after_step}.pth appeared)"
+    assert proc.returncode == -signal.SIGKILL, f"the process was not killed mid-run {note}"
+
+    summary = train.main(["--cfg-path", str(cfg)])  # auto_resume: True in the config
+    assert 0 < summary["steps_this_run"] <= 8 - kill_after_step, note
+    h.assert_same_weights(
+        h.trainable(run_dir / "checkpoint_1.pth"), h.trainable(reference["run_dir"] / "checkpoint_1.pth")
+    )
+    got, want = h.train_losses(run_dir), h.train_losses(reference["run_dir"])
+    assert [s for s, _ in got] == [s for s, _ in want], note
+    assert [loss for _, loss in got] == pytest.approx([loss for _, loss in want], abs=1e-6), note
+    assert not list(run_dir.glob(".checkpoint_*.tmp")), note
+
+
+def test_torchrun_two_processes_hold_identical_weights(world, tmp_path):
+    run = h.run_section(tmp_path / "out", max_epoch=1, iters_per_epoch=2, init_lr=3e-2)
+    cfg = h.write_config(tmp_path / "ddp.yaml", h.model_section(world), h.align_datasets(world), run)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(h.TRAIN_PY)]
+    result = subprocess.run(
+        [*cmd, "--cfg-path", str(cfg)],
+        cwd=h.REPO_ROOT,
+        env=h.subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    run_dir = tmp_path / "out" / "job"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    digests = summary["rank_param_digests"]
+    assert len(digests) == 2 and summary["ranks_in_sync"]
+    ckpt = torch.load(run_dir / "checkpoint_0.pth", map_location="cpu", weights_only=False)
+    assert param_digest(ckpt["model"]) == digests[0] == digests[1]
+    assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2 and set(ckpt["data"]["ranks"]) == {0, 1}
+    assert (run_dir / "log_rank1.txt").is_file()
+
+
+def test_stage2_starts_from_the_stage1_checkpoint(world, tmp_path):
+    s1_run = h.run_section(tmp_path / "out", job_name="s1", max_epoch=1, iters_per_epoch=3)
+    s1_cfg = h.write_config(tmp_path / "s1.yaml", h.model_section(world), h.stage1_datasets(world), s1_run)
+    s1 = train.main(["--cfg-path", str(s1_cfg)])
+    stage1_ckpt = tmp_path / "out" / "s1" / "checkpoint_0.pth"
+    assert s1["last_checkpoint"] == str(stage1_ckpt)
+
+    model = h.model_section(
+        world,
+        ckpt=str(stage1_ckpt),
+        prompt_path=world["assets"]["prompt_path"],
+        prompt_template="###Human: {} ###Assistant: ",
+        end_sym="###",
+        max_txt_len=24,
+    )
+    # LR 0: stage 2 runs its steps (forward, backward, optimizer) but must end on exactly the stage-1 weights.
+    s2_run = h.run_section(tmp_path / "out", job_name="s2", max_epoch=1, iters_per_epoch=2, init_lr=0.0)
+    s2_run.update(min_lr=0.0, warmup_lr=0.0)
+    s2_cfg = h.write_config(tmp_path / "s2.yaml", model, h.align_datasets(world), s2_run)
+    s2 = train.main(["--cfg-path", str(s2_cfg)])
+    assert s2["global_step"] == 2
+    stage2 = h.trainable(tmp_path / "out" / "s2" / "checkpoint_0.pth")
+    h.assert_same_weights(stage2, h.trainable(stage1_ckpt), atol=0.0)
+    assert all(torch.isfinite(torch.tensor(loss)) for _, loss in h.train_losses(tmp_path / "out" / "s2"))
+
+
+def test_accumulating_two_batches_of_two_matches_one_batch_of_four(world, tmp_path):
+    # One caption for every image: every sample has as many answer tokens, so the mean over tokens of a batch of
+    # four equals the mean of the means of its halves.
+    from tests.datasets.shard_utils import write_align_folder
+
+    same = write_align_folder(tmp_path / "align_same", {str(i): h.CAPTIONS[0] for i in range(8)})
+    datasets = {"cc_sbu_align": {**h.align_datasets(world)["cc_sbu_align"], "build_info": {"storage": str(same)}}}
+    weights = []
+    for name, batch, accum, iters in (("big", 4, 1, 2), ("small", 2, 2, 4)):
+        run = h.run_section(
+            tmp_path / name,
+            lr_sched=None,
+            max_epoch=1,
+            batch_size_train=batch,
+            accum_grad_iters=accum,
+            iters_per_epoch=iters,
+        )
+        cfg = h.write_config(tmp_path / f"{name}.yaml", h.model_section(world), datasets, run)
+        train.main(["--cfg-path", str(cfg)])
+        weights.append(h.trainable(tmp_path / name / "job" / "checkpoint_0.pth"))
+    h.assert_same_weights(weights[0], weights[1], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"datasets": {"no_such_dataset": {}}}, ["datasets.no_such_dataset", "bad.yaml"]),
+        ({"run": {"max_epoch": "four"}}, ["run.max_epoch", "bad.yaml"]),
+        ({"model": {"model_type": "pretrain_vicuna0", "llama_model": "???"}}, ["model.llama_model", "bad.yaml"]),
+        ({"datasets": {"cc_sbu_align": {"build_info": {"storage": "/no/such/folder"}}}}, ["/no/such/folder"]),
+        ({"run": {"auto_resume": True, "job_name": None}}, ["run.job_name"]),
+    ],
+    ids=["unknown-dataset", "wrong-type", "missing-path", "absent-data-folder", "auto-resume-without-job-name"],
+)
+def test_bad_configs_fail_before_any_model_is_built(world, tmp_path, monkeypatch, change, expected):
+    from minigpt4.models.mini_gpt4 import MiniGPT4
+
+    built = []
+    monkeypatch.setattr(MiniGPT4, "from_config", classmethod(lambda cls, cfg: built.append(cfg)))
+    sections = {
+        "model": h.model_section(world),
+        "datasets": h.align_datasets(world),
+        "run": h.run_section(tmp_path / "out"),
+    }
+    for key, value in change.items():
+        if key == "datasets" and "no_such_dataset" in value:
+            sections[key] = value
+        else:
+            sections[key] = _merge(sections[key], value)
+    cfg = h.write_config(tmp_path / "bad.yaml", sections["model"], sections["datasets"], sections["run"])
+    with pytest.raises(Exception) as err:
+        train.main(["--cfg-path", str(cfg)])
+    for text in expected:
+        assert text in str(err.value)
+    assert built == []
+
+
+def _merge(base: dict, change: dict) -> dict:
+    out = dict(base)
+    for key, value in change.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
