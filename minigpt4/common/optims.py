@@ -1,8 +1,12 @@
 """Learning-rate schedules, registered by name for ``run.lr_sched``.
 
-Both schedulers follow the published LAVIS code (``lavis/common/optims.py``) value for value; the runner calls
+Both schedulers follow the published MiniGPT-4 recipe: a linear warmup from ``warmup_lr`` to ``init_lr`` over the
+first ``warmup_steps`` *global* steps, then a per-epoch decay (half-cosine to ``min_lr`` over ``max_epoch``, or a
+``decay_rate`` step per epoch), as in LAVIS (``lavis/common/optims.py``). The runner calls
 ``scheduler.step(cur_epoch, cur_step)`` before every iteration, where ``cur_step`` counts iterations from the
-start of the epoch (in epoch 0 that is the global step). The schedules are pure functions of
+start of the epoch; the global step is ``cur_epoch * iters_per_epoch + cur_step``. With the published configs
+(``warmup_steps == iters_per_epoch``) this equals LAVIS value for value; a warmup longer than an epoch goes on into
+the next epoch instead of being cut short. The schedules are pure functions of
 ``(cur_epoch, cur_step)``, so resuming needs no scheduler state; ``state_dict()`` still records the last position
 and the hyper-parameters, and ``load_state_dict()`` warns when the configured hyper-parameters changed.
 """
@@ -43,10 +47,10 @@ class _LinearWarmupScheduler:
     Args:
         optimizer: its param groups all get the same LR.
         max_epoch: number of epochs.
-        iters_per_epoch: iterations per epoch (recorded; the LAVIS schedules change per epoch after warmup).
+        iters_per_epoch: iterations per epoch (turns ``(epoch, step)`` into a global step for the warmup).
         min_lr: the LR floor.
         init_lr: the peak LR (reached at the end of warmup).
-        warmup_steps: length of the linear warmup, in iterations of epoch 0.
+        warmup_steps: length of the linear warmup, in global iterations.
         warmup_start_lr: the LR at step 0 of the warmup; < 0 means ``init_lr`` (no warmup).
         decay_rate: per-epoch multiplier (step schedule only).
         **kwargs: ignored (LAVIS passes the whole ``run`` section).
@@ -77,15 +81,20 @@ class _LinearWarmupScheduler:
         self.last_epoch = -1
         self.last_step = -1
         self.last_lr: float | None = None
-        if iters_per_epoch is not None and warmup_steps > iters_per_epoch:
-            logger.warning(
-                "warmup_steps (%d) > iters_per_epoch (%d): the warmup is cut short when epoch 1 starts "
-                "(LAVIS schedules warm up during epoch 0 only)",
-                warmup_steps,
-                iters_per_epoch,
-            )
+
+    def global_step(self, cur_epoch: int, cur_step: int) -> int:
+        """Iterations since the start of training (``cur_step`` alone when epochs have no fixed length)."""
+        if self.iters_per_epoch is None:
+            return cur_step if cur_epoch == 0 else self.warmup_steps + cur_step
+        return cur_epoch * self.iters_per_epoch + cur_step
 
     def get_lr(self, cur_epoch: int, cur_step: int) -> float:
+        step = self.global_step(cur_epoch, cur_step)
+        if step < self.warmup_steps:
+            return warmup_lr(step, self.warmup_steps, self.warmup_start_lr, self.init_lr)
+        return self.decayed_lr(cur_epoch)
+
+    def decayed_lr(self, cur_epoch: int) -> float:
         raise NotImplementedError
 
     def step(self, cur_epoch: int, cur_step: int) -> float:
@@ -118,37 +127,25 @@ class _LinearWarmupScheduler:
 
 @registry.register_lr_scheduler("linear_warmup_cosine_lr")
 class LinearWarmupCosineLRScheduler(_LinearWarmupScheduler):
-    """Linear warmup during epoch 0, then a per-epoch half-cosine from ``init_lr`` to ``min_lr``.
+    """Linear warmup over the first ``warmup_steps`` global steps, then a per-epoch half-cosine.
 
-    As published in LAVIS:
-
-    - ``cur_epoch == 0``: ``lr = min(init_lr, warmup_start_lr + (init_lr - warmup_start_lr) * cur_step /
-      max(warmup_steps, 1))``; after ``warmup_steps`` this stays at ``init_lr`` for the rest of epoch 0. (With
-      ``warmup_steps == 0`` and a ``warmup_start_lr`` set, step 0 still uses ``warmup_start_lr``.)
-    - ``cur_epoch >= 1``: ``lr = (init_lr - min_lr) * 0.5 * (1 + cos(pi * cur_epoch / max_epoch)) + min_lr``,
-      constant within an epoch.
-
-    The MiniGPT-4 release's copy of this scheduler differs: it warms up over global steps
-    ``cur_epoch * iters_per_epoch + cur_step`` and decays per iteration over ``max_epoch * iters_per_epoch``.
+    - global step ``s < warmup_steps``: ``lr = warmup_start_lr + (init_lr - warmup_start_lr) * s / warmup_steps``;
+    - afterwards: ``lr = (init_lr - min_lr) * 0.5 * (1 + cos(pi * cur_epoch / max_epoch)) + min_lr``, constant
+      within an epoch (``init_lr`` for the rest of epoch 0).
     """
 
-    def get_lr(self, cur_epoch: int, cur_step: int) -> float:
-        if cur_epoch == 0:
-            return warmup_lr(cur_step, self.warmup_steps, self.warmup_start_lr, self.init_lr)
+    def decayed_lr(self, cur_epoch: int) -> float:
         return cosine_lr(cur_epoch, self.max_epoch, self.init_lr, self.min_lr)
 
 
 @registry.register_lr_scheduler("linear_warmup_step_lr")
 class LinearWarmupStepLRScheduler(_LinearWarmupScheduler):
-    """Linear warmup during epoch 0, then ``lr = max(min_lr, init_lr * decay_rate ** cur_epoch)``.
+    """Linear warmup over the first ``warmup_steps`` global steps, then ``max(min_lr, init_lr * decay_rate ** epoch)``.
 
-    As published in LAVIS: epoch 0 uses the warmup formula of :class:`LinearWarmupCosineLRScheduler` for every
-    step (``init_lr`` once warmup is over); later epochs are constant within the epoch.
+    The warmup is that of :class:`LinearWarmupCosineLRScheduler`; after it the LR is constant within an epoch.
     """
 
-    def get_lr(self, cur_epoch: int, cur_step: int) -> float:
-        if cur_epoch == 0:
-            return warmup_lr(cur_step, self.warmup_steps, self.warmup_start_lr, self.init_lr)
+    def decayed_lr(self, cur_epoch: int) -> float:
         return step_lr(cur_epoch, self.init_lr, self.min_lr, self.decay_rate)
 
 

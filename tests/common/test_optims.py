@@ -72,11 +72,15 @@ def test_cosine_known_numbers():
     assert sched.step(3, 0) == pytest.approx(8.292893218813453e-05, rel=1e-12)
 
 
-def test_warmup_applies_in_epoch_zero_only():
-    # LAVIS: a warmup longer than an epoch is cut short when epoch 1 starts
-    sched = _cosine(iters_per_epoch=10, warmup_steps=100)
-    assert sched.step(0, 9) == pytest.approx(WARMUP_LR + (INIT_LR - WARMUP_LR) * 9 / 100)
-    assert sched.step(1, 0) == pytest.approx(_cos_value(1))
+def test_warmup_counts_global_steps_across_epochs():
+    # the warmup spans the first warmup_steps global steps, even when longer than an epoch
+    sched = _cosine(iters_per_epoch=10, warmup_steps=25)
+    assert sched.step(0, 9) == pytest.approx(WARMUP_LR + (INIT_LR - WARMUP_LR) * 9 / 25, rel=1e-12)
+    assert sched.step(1, 0) == pytest.approx(WARMUP_LR + (INIT_LR - WARMUP_LR) * 10 / 25, rel=1e-12)
+    assert sched.step(2, 4) == pytest.approx(WARMUP_LR + (INIT_LR - WARMUP_LR) * 24 / 25, rel=1e-12)
+    # then the per-epoch cosine of the epoch the warmup ended in
+    assert sched.step(2, 5) == pytest.approx(_cos_value(2), rel=1e-12)
+    assert sched.step(2, 9) == pytest.approx(_cos_value(2), rel=1e-12)
 
 
 def test_no_warmup_lr_means_init_lr():
@@ -85,10 +89,9 @@ def test_no_warmup_lr_means_init_lr():
     assert sched.step(0, 3) == INIT_LR
 
 
-def test_zero_warmup_steps_still_uses_warmup_lr_at_step_zero():
-    # published behaviour: max(warmup_steps, 1) makes step 0 start at warmup_start_lr
+def test_zero_warmup_steps_means_no_warmup():
     sched = _cosine(warmup_steps=0)
-    assert sched.step(0, 0) == WARMUP_LR
+    assert sched.step(0, 0) == INIT_LR
     assert sched.step(0, 1) == INIT_LR
 
 
