@@ -391,21 +391,21 @@ class MiniGPT4(Blip2Base):
         answer_ids, answer_len = self._tokenize([a + self.end_sym for a in answers], max_length=self.max_txt_len)
         answer_labels = answer_ids.masked_fill(answer_ids == tokenizer.pad_token_id, IGNORE_INDEX)
 
-        pad_id, ones = tokenizer.pad_token_id, torch.ones(B, dtype=torch.long)
-        bos = torch.full((B, 1), tokenizer.bos_token_id, dtype=torch.long)
-        image_slots = torch.full((B, N), pad_id, dtype=torch.long)
-        n_img = torch.full((B,), N, dtype=torch.long)
-        lengths = [ones, before_len, n_img, after_len, answer_len]
-        ids, totals = pack_segments(
-            list(zip([bos, before_ids, image_slots, after_ids, answer_ids], lengths)), fill=pad_id
-        )
-        ignore = [torch.full_like(t, IGNORE_INDEX) for t in (bos, before_ids, image_slots, after_ids)]
-        labels, _ = pack_segments(list(zip([*ignore, answer_labels], lengths)), fill=IGNORE_INDEX)
-        flags = [torch.zeros_like(t, dtype=torch.bool) for t in (bos, before_ids, after_ids, answer_ids)]
-        is_image, _ = pack_segments(
-            list(zip([flags[0], flags[1], torch.ones(B, N, dtype=torch.bool), flags[2], flags[3]], lengths)),
-            fill=False,
-        )
+        def segment(ids: Tensor, lengths: Tensor, labels: Tensor | None = None, image: bool = False) -> tuple:
+            labels = torch.full_like(ids, IGNORE_INDEX) if labels is None else labels
+            return ids, labels, torch.full_like(ids, image, dtype=torch.bool), lengths
+
+        pad_id = tokenizer.pad_token_id
+        segments = [
+            segment(torch.full((B, 1), tokenizer.bos_token_id), torch.ones(B, dtype=torch.long)),
+            segment(before_ids, before_len),
+            segment(torch.full((B, N), pad_id), torch.full((B,), N), image=True),  # image slots
+            segment(after_ids, after_len),
+            segment(answer_ids, answer_len, labels=answer_labels),
+        ]
+        ids, totals = pack_segments([(s[0], s[3]) for s in segments], fill=pad_id)
+        labels, _ = pack_segments([(s[1], s[3]) for s in segments], fill=IGNORE_INDEX)
+        is_image, _ = pack_segments([(s[2], s[3]) for s in segments], fill=False)
 
         ids, labels, is_image, totals = ids.to(device), labels.to(device), is_image.to(device), totals.to(device)
         embeds = self.embed_tokens(ids)  # [B, L, D]
