@@ -43,13 +43,13 @@ def to_rgb(img: Image.Image) -> Image.Image:
         return img
     if img.mode.startswith("I"):
         arr = np.asarray(img, dtype=np.float64) / _UINT16_TO_UINT8
-        return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L").convert("RGB")
+        return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8)).convert("RGB")
     if img.mode == "F":
         arr = np.asarray(img, dtype=np.float64)
         if arr.size and np.nanmax(arr) <= 1.0:
             arr = arr * 255.0
         arr = np.nan_to_num(arr)
-        return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L").convert("RGB")
+        return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8)).convert("RGB")
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     return img.convert("RGB")

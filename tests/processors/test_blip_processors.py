@@ -81,11 +81,11 @@ def test_caption_prompt_and_max_words():
 def test_any_mode_becomes_rgb(mode):
     img = Image.new("RGB", (6, 5), (100, 150, 200)).convert(mode) if mode not in ("I;16", "I", "F") else None
     if mode == "I;16":
-        img = Image.fromarray(np.full((5, 6), 257 * 100, dtype=np.uint16), mode="I;16")
+        img = Image.fromarray(np.full((5, 6), 257 * 100, dtype=np.uint16))
     elif mode == "I":
-        img = Image.fromarray(np.full((5, 6), 65535, dtype=np.int32), mode="I")
+        img = Image.fromarray(np.full((5, 6), 65535, dtype=np.int32))
     elif mode == "F":
-        img = Image.fromarray(np.full((5, 6), 0.5, dtype=np.float32), mode="F")
+        img = Image.fromarray(np.full((5, 6), 0.5, dtype=np.float32))
     rgb = to_rgb(img)
     assert rgb.mode == "RGB" and rgb.size == (6, 5)
     value = rgb.getpixel((2, 2))
