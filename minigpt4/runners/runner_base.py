@@ -179,7 +179,8 @@ class RunnerBase:
         self.accum = int(self.run_cfg.accum_grad_iters)
         self.check_schedule()
 
-        self.model = model.to(self.device)
+        # 8-bit (low_resource) models are placed on their GPU when loaded and cannot be moved.
+        self.model = model if cfg.model_cfg.get("low_resource", False) else model.to(self.device)
         self.ddp_model = self.wrap_model()
         self.optimizer = self.build_optimizer()
         self.scheduler = self.build_lr_scheduler()
@@ -570,6 +571,11 @@ class RunnerBase:
 
     def eval_batches(self, dataset: Any) -> Iterator[dict[str, Any]]:
         """Batches of ``run.batch_size_eval`` over ``dataset`` (sharded over ranks when it has a length)."""
+        if getattr(dataset, "resampled", False):
+            raise ValueError(
+                f"{getattr(dataset, 'name', 'a dataset')}: a resampled (endless) stream cannot be evaluated; "
+                "set resampled: false in its datasets section or leave it out of run.valid_splits"
+            )
         sampler = None
         if self.world_size > 1 and not isinstance(dataset, IterableDataset):
             sampler = DistributedSampler(dataset, shuffle=False)
