@@ -42,3 +42,10 @@ def test_bad_annotation_file(tmp_path: Path):
     (tmp_path / "filter_cap.json").write_text('{"annotations": [{"caption": "no id"}]}')
     with pytest.raises(ValueError, match="annotation 0"):
         CCSBUAlignDataset(str(tmp_path), Blip2ImageEvalProcessor(image_size=8))
+
+
+def test_relative_storage_from_the_current_directory(tmp_path: Path, monkeypatch):
+    write_align_folder(tmp_path / "align", CAPTIONS)
+    monkeypatch.chdir(tmp_path)
+    ds = CCSBUAlignDataset("align", Blip2ImageEvalProcessor(image_size=8))
+    assert len(ds) == 3 and ds.storage == str(tmp_path / "align")

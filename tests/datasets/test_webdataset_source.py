@@ -135,3 +135,12 @@ def test_resampled_stream_is_deterministic(tmp_path: Path):
     a, b = first(20), first(20)
     assert [x[0] for x in a] == [x[0] for x in b]
     assert all((x[1] == y[1]).all() for x, y in zip(a, b))
+
+
+def test_relative_patterns_are_looked_up_from_the_current_directory(tmp_path: Path, monkeypatch):
+    write_good_shards(tmp_path / "data" / "laion", 2, 1)
+    monkeypatch.chdir(tmp_path)
+    shards = expand_shards("data/laion/{00000..00001}.tar")
+    assert shards == [str(tmp_path / "data" / "laion" / f"{i:05d}.tar") for i in range(2)]
+    with pytest.raises(FileNotFoundError, match=r"'data/none/\{0\.\.1\}\.tar' \(relative to "):
+        expand_shards("data/none/{0..1}.tar")

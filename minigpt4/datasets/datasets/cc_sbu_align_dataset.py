@@ -17,6 +17,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from minigpt4.datasets.datasets.common import collate, derive_seed, open_rgb, seeded_torch
+from minigpt4.datasets.datasets.webdataset_source import data_search_dirs
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +25,15 @@ ANNOTATION_FILE = "filter_cap.json"
 IMAGE_DIR = "image"
 IMAGE_EXT = ".jpg"
 SHOW_MISSING = 5
+
+
+def resolve_data_dir(path: str) -> str:
+    """``path`` itself if absolute; else the first of current directory / repository root that holds it."""
+    path = os.path.expanduser(path)
+    if os.path.isabs(path):
+        return path
+    candidates = [os.path.join(base, path) for base in data_search_dirs()]
+    return next((c for c in candidates if os.path.isdir(c)), candidates[0])
 
 
 class CCSBUAlignDataset(Dataset):
@@ -43,7 +53,7 @@ class CCSBUAlignDataset(Dataset):
         text_processor: Callable[[str], str] | None = None,
         skip_missing: bool = False,
     ) -> None:
-        self.storage = os.path.expanduser(storage)
+        self.storage = resolve_data_dir(storage)
         self.vis_root = os.path.join(self.storage, IMAGE_DIR)
         self.vis_processor = vis_processor
         self.text_processor = text_processor

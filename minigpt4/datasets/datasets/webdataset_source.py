@@ -35,6 +35,7 @@ from braceexpand import braceexpand
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
+from minigpt4.common.utils import get_repo_root
 from minigpt4.datasets.datasets.common import (
     FLUSH_KEY,
     META_KEY,
@@ -57,25 +58,27 @@ def expand_shards(storage: str | Sequence[str]) -> list[str]:
     """Expand brace patterns (and globs) into existing shard files.
 
     Args:
-        storage: one pattern, several joined by ``::``, or a list of patterns.
+        storage: one pattern, several joined by ``::``, or a list of patterns. A relative pattern is tried
+            against the current directory, then the repository root (see :func:`data_search_dirs`).
 
     Raises:
         FileNotFoundError: a pattern matches no file (the pattern is in the message).
     """
     patterns = storage.split("::") if isinstance(storage, str) else list(storage)
-    patterns = [p.strip() for p in patterns if p and p.strip()]
+    patterns = [os.path.expanduser(p.strip()) for p in patterns if p and p.strip()]
     if not patterns:
         raise FileNotFoundError("no shard pattern given (build_info.storage is empty)")
     shards: list[str] = []
     for pattern in patterns:
-        names = [os.path.expanduser(n) for n in braceexpand(pattern)]
-        found: list[str] = []
-        for name in names:
-            found.extend(sorted(glob.glob(name)) if glob.has_magic(name) else [name] if os.path.isfile(name) else [])
+        bases = [""] if os.path.isabs(pattern) else data_search_dirs()
+        for base in bases:
+            names = list(braceexpand(os.path.join(base, pattern)))
+            found = [f for name in names for f in _existing(name)]
+            if found:
+                break
         if not found:
-            raise FileNotFoundError(
-                f"no shard file matches {pattern!r} ({len(names)} names expanded, first {names[0]!r})"
-            )
+            where = "" if os.path.isabs(pattern) else f" (relative to {' or '.join(bases)})"
+            raise FileNotFoundError(f"no shard file matches {pattern!r}{where}; {len(names)} names expanded")
         missing = len(names) - len(found)
         if missing > 0 and not any(glob.has_magic(n) for n in names):
             logger.warning(
@@ -83,6 +86,17 @@ def expand_shards(storage: str | Sequence[str]) -> list[str]:
             )
         shards.extend(found)
     return shards
+
+
+def data_search_dirs() -> list[str]:
+    """Where relative data paths are looked for: the current directory, then the repository root."""
+    return list(dict.fromkeys([os.getcwd(), get_repo_root()]))
+
+
+def _existing(name: str) -> list[str]:
+    if glob.has_magic(name):
+        return sorted(glob.glob(name))
+    return [name] if os.path.isfile(name) else []
 
 
 def _split_key(name: str) -> tuple[str, str] | None:
