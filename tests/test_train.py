@@ -91,7 +91,10 @@ def test_resume_after_kill_9_equals_uninterrupted(world, reference, tmp_path):
 
 
 def test_torchrun_two_processes_hold_identical_weights(world, tmp_path):
-    run = h.run_section(tmp_path / "out", max_epoch=1, iters_per_epoch=2, init_lr=3e-2)
+    # accumulation exercises DDP's no_sync; validation the sharded evaluation and its all-reduce
+    run = h.run_section(
+        tmp_path / "out", max_epoch=1, iters_per_epoch=4, accum_grad_iters=2, init_lr=3e-2, valid_splits=["train"]
+    )
     cfg = h.write_config(tmp_path / "ddp.yaml", h.model_section(world), h.align_datasets(world), run)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(h.TRAIN_PY)]
     result = subprocess.run(
@@ -110,7 +113,8 @@ def test_torchrun_two_processes_hold_identical_weights(world, tmp_path):
     ckpt = torch.load(run_dir / "checkpoint_0.pth", map_location="cpu", weights_only=False)
     assert param_digest(ckpt["model"]) == digests[0] == digests[1]
     assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2 and set(ckpt["data"]["ranks"]) == {0, 1}
-    assert (run_dir / "log_rank1.txt").is_file()
+    assert (run_dir / "log_rank1.txt").is_file() and (run_dir / "checkpoint_best.pth").is_file()
+    assert [r["step"] for r in h.read_metrics(run_dir) if r["kind"] == "train"] == [1, 2, 3, 4]
 
 
 def test_stage2_starts_from_the_stage1_checkpoint(world, tmp_path):

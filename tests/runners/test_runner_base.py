@@ -221,3 +221,12 @@ def test_model_without_trainable_parameters_is_refused(tmp_path):
         param.requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable parameters"):
         make_runner(tmp_path, model=model)
+
+
+def test_evaluate_only_reports_the_validation_loss(tmp_path):
+    make_runner(tmp_path / "a", max_epoch=1).train()
+    ckpt = tmp_path / "a" / "toy" / "checkpoint_0.pth"
+    runner = make_runner(tmp_path / "b", evaluate=True, valid_splits=["val"], resume_ckpt_path=str(ckpt))
+    result = runner.train()["evaluation"]
+    assert set(result) == {"toy/val", "loss"} and result["loss"] > 0
+    assert not list((tmp_path / "b" / "toy").glob("checkpoint_*.pth"))
