@@ -376,8 +376,9 @@ class RunnerBase:
         if self.run_cfg.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
+            # purge_step drops events a killed run wrote after the resumed step (all of them on a fresh start)
             self.tb_writer = SummaryWriter(
-                log_dir=str(self.run_dir / "tensorboard"), purge_step=self.global_step + 1 if resumed else None
+                log_dir=str(self.run_dir / "tensorboard"), purge_step=self.global_step + 1 if resumed else 0
             )
 
     # -- the loop ---------------------------------------------------------------------------------------------
