@@ -530,6 +530,7 @@ class RunnerBase:
             "loss": loss,
             "lr": lr,
             "samples_per_sec": speed,
+            "eta_s": eta if math.isfinite(eta) else None,
             "nonfinite_skipped": self.nonfinite_total,
             "bad_samples": bad,
         }
