@@ -133,8 +133,9 @@ def test_stage2_starts_from_the_stage1_checkpoint(world, tmp_path):
         max_txt_len=24,
     )
     # LR 0: stage 2 runs its steps (forward, backward, optimizer) but must end on exactly the stage-1 weights.
+    # (It also runs under CPU bf16 autocast, which touches only the forward pass.)
     s2_run = h.run_section(tmp_path / "out", job_name="s2", max_epoch=1, iters_per_epoch=2, init_lr=0.0)
-    s2_run.update(min_lr=0.0, warmup_lr=0.0)
+    s2_run.update(min_lr=0.0, warmup_lr=0.0, amp=True, amp_dtype="bfloat16")
     s2_cfg = h.write_config(tmp_path / "s2.yaml", model, h.align_datasets(world), s2_run)
     s2 = train.main(["--cfg-path", str(s2_cfg)])
     assert s2["global_step"] == 2
