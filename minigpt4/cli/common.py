@@ -53,6 +53,11 @@ def load_chat(args: argparse.Namespace) -> LoadedChat:
     cfg = Config(args)
     device = resolve_device(args)
     model_cfg = cfg.model_cfg
+    if not model_cfg.ckpt:
+        raise SystemExit(
+            f"{args.cfg_path}: model.ckpt is not set: give the trained MiniGPT-4 checkpoint in the config or with "
+            "--options model.ckpt=PATH (without it the image projection is untrained)"
+        )
     model = registry.get_model_class(model_cfg.arch).from_config(model_cfg)
     if not model_cfg.low_resource:  # an 8-bit LLM is already placed by its device map
         model = model.to(device)

@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+import torch
 from PIL import Image, UnidentifiedImageError
 
 from minigpt4.cli.common import add_model_args, load_chat
@@ -28,6 +29,9 @@ ASK_PLACEHOLDER = "Type a question and press Enter"
 UPLOAD_FIRST = "Please upload your image first"
 UPLOAD_LABEL = "Upload & Start Chat"
 STARTED_LABEL = "Start Chatting"
+GENERATING = "Generating..."
+READY = "Ready."
+TRUNCATED_NOTICE = "The conversation is long: its oldest part was dropped."
 
 
 class ImageRejected(ValueError):
@@ -58,8 +62,11 @@ class DemoHandlers:
     Per-session values travel through ``gr.State``: the conversation and the list of image embeddings.
     """
 
-    def __init__(self, chat: Chat, template: Conversation, max_image_bytes: int, max_image_pixels: int) -> None:
+    def __init__(
+        self, chat: Chat, template: Conversation, max_image_bytes: int, max_image_pixels: int, max_length: int
+    ) -> None:
         self.chat = chat
+        self.max_length = max_length
         self.template = template
         self.max_image_bytes = max_image_bytes
         self.max_image_pixels = max_image_pixels
@@ -71,10 +78,11 @@ class DemoHandlers:
             image = open_upload(path, self.max_image_bytes, self.max_image_pixels)
         except ImageRejected as err:
             gr.Warning(str(err))
-            return (gr.update(), gr.update(), gr.update(), conv, img_list, str(err))
+            return (gr.update(value=None), gr.update(), gr.update(), gr.update(), conv, img_list, str(err))
         conv, img_list = self.template.copy(), []
         self.chat.upload_img(image, conv, img_list)
         return (
+            gr.update(value=None),  # the upload box is free again; the preview shows the image in use
             gr.update(value=image, visible=True),
             gr.update(interactive=True, placeholder=ASK_PLACEHOLDER),
             gr.update(value=STARTED_LABEL, interactive=False),
@@ -116,17 +124,19 @@ class DemoHandlers:
                 num_beams=int(num_beams),
                 temperature=float(temperature),
                 max_new_tokens=int(max_new_tokens),
-                max_length=2000,
+                max_length=self.max_length,
                 stream=True,
             )
-            status = "The conversation is long: the oldest part was dropped." if stream.truncated else ""
+            notice = f" {TRUNCATED_NOTICE}" if stream.truncated else ""
             if stream.truncated:
-                gr.Info(status)
+                gr.Info(TRUNCATED_NOTICE)
+            yield chatbot, conv, GENERATING + notice
             for piece in stream:
                 chatbot[-1] = {"role": "assistant", "content": chatbot[-1]["content"] + piece}
-                yield chatbot, conv, status
+                yield chatbot, conv, GENERATING + notice
             chatbot[-1] = {"role": "assistant", "content": stream.text or ""}
-            yield chatbot, conv, status
+            answers = sum(1 for role, _ in conv.messages if role == conv.roles[1])
+            yield chatbot, conv, f"{READY} ({answers} {'answer' if answers == 1 else 'answers'}){notice}"
         except Exception as err:  # the app keeps serving other sessions
             logger.exception("generation failed")
             if conv.messages and conv.messages[-1][1] is None:
@@ -149,11 +159,24 @@ class DemoHandlers:
         )
 
 
-def build_demo(chat: Chat, template: Conversation, max_image_mb: float = 20.0, max_image_pixels: int = 64_000_000):
-    """The Gradio Blocks of the demo (not launched)."""
+def build_demo(
+    chat: Chat,
+    template: Conversation,
+    max_image_mb: float = 20.0,
+    max_image_pixels: int = 64_000_000,
+    max_length: int = 2000,
+):
+    """The Gradio Blocks of the demo (not launched).
+
+    Args:
+        chat: the shared :class:`Chat`.
+        template: the chat template every new conversation starts from.
+        max_image_mb / max_image_pixels: larger uploads are refused with a message.
+        max_length: context + new tokens; older context is dropped (with a notice) beyond it.
+    """
     import gradio as gr
 
-    handlers = DemoHandlers(chat, template, int(max_image_mb * 2**20), max_image_pixels)
+    handlers = DemoHandlers(chat, template, int(max_image_mb * 2**20), max_image_pixels, max_length)
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(f"# {TITLE}\n{DESCRIPTION}")
         with gr.Row():
@@ -179,7 +202,7 @@ def build_demo(chat: Chat, template: Conversation, max_image_mb: float = 20.0, m
         upload_button.click(
             handlers.upload,
             [image_file, conv_state, img_state],
-            [preview, question, upload_button, conv_state, img_state, status],
+            [image_file, preview, question, upload_button, conv_state, img_state, status],
         )
         question.submit(handlers.ask, [question, chatbot, conv_state], [question, chatbot, conv_state]).then(
             handlers.answer,
@@ -203,6 +226,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     parser.add_argument("--concurrency", type=int, default=1, help="generations that may run at the same time")
     parser.add_argument("--max-image-mb", type=float, default=20.0, help="largest accepted upload")
+    parser.add_argument("--max-length", type=int, default=2000, help="context + new tokens kept per conversation")
+    parser.add_argument("--seed", type=int, default=None, help="seed the sampling (reproducible sessions)")
     return parser.parse_args(argv)
 
 
@@ -211,14 +236,16 @@ def main(argv: list[str] | None = None) -> None:
 
     args = parse_args(argv)
     setup_logger()
+    if args.seed is not None:
+        torch.manual_seed(args.seed)
     loaded = load_chat(args)
-    demo = build_demo(loaded.chat, loaded.template, max_image_mb=args.max_image_mb)
+    demo = build_demo(loaded.chat, loaded.template, max_image_mb=args.max_image_mb, max_length=args.max_length)
     demo.queue(default_concurrency_limit=args.concurrency)
     demo.launch(
         server_name=args.host,
         server_port=args.port,
         share=args.share,
-        max_file_size=f"{args.max_image_mb}mb",
+        max_file_size=int(args.max_image_mb * 2**20),
     )
 
 

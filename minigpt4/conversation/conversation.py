@@ -322,7 +322,13 @@ class Chat:
 
     # questions --------------------------------------------------------------------------------------------
     def ask(self, text: str, conv: Conversation) -> None:
-        """Add a user question; right after an image it joins the image message (separated by a space)."""
+        """Add a user question; right after an image it joins the image message (separated by a space).
+
+        The image placeholder is reserved for uploaded images: typed into a question it is removed.
+        """
+        if IMAGE_PLACEHOLDER in text:
+            logger.warning("removing %s from a question: it stands for an uploaded image", IMAGE_PLACEHOLDER)
+            text = text.replace(IMAGE_PLACEHOLDER, "")
         if conv.messages and conv.messages[-1][0] == conv.roles[0] and (conv.messages[-1][1] or "").endswith(IMAGE_END):
             conv.messages[-1][1] = " ".join([conv.messages[-1][1], text])
         else:
@@ -381,8 +387,9 @@ class Chat:
         return kwargs
 
     def _decode(self, tokens: Tensor, conv: Conversation) -> str:
+        """The answer text: up to the stop string, without the image placeholder (it would stand for an image)."""
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-        return cut_at_stop(text, conv.stop_strings)[0].strip()
+        return cut_at_stop(text, conv.stop_strings)[0].replace(IMAGE_PLACEHOLDER, "").strip()
 
     # generation -------------------------------------------------------------------------------------------
     def _start_cache(self, conv: Conversation, embs: Tensor, num_beams: int, truncated: bool) -> Any:
@@ -496,6 +503,7 @@ class Chat:
                 break
             ids += piece.tolist()
             text, stopped = cut_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), stops)
+            text = text.replace(IMAGE_PLACEHOLDER, "")
             if stopped:
                 visible = text.strip()
             else:  # hold back a possible start of the stop string and the last, maybe unfinished, word

@@ -258,3 +258,16 @@ def test_too_long_context_is_truncated_with_notice(chat, image, caplog):
     stream = chat.stream_answer(*_start(chat, image), max_length=30, **GREEDY)
     assert stream.truncated
     list(stream)
+
+
+def test_image_placeholder_is_reserved_for_images(chat, image):
+    placeholder = chat.tokenizer.convert_tokens_to_ids("<ImageHere>")
+    conv, imgs = _start(chat, image, "what is <ImageHere> here")
+    assert conv.messages[-1][1] == "<Img><ImageHere></Img> what is  here"
+    forcing = LogitsProcessorList([ForceTokensAt([1], [placeholder])])
+    assert "<ImageHere>" not in chat.answer(conv, imgs, logits_processor=forcing, **GREEDY).text
+    chat.ask("again", conv)
+    forcing = LogitsProcessorList([ForceTokensAt([1], [placeholder])])
+    stream = chat.answer(conv, imgs, stream=True, logits_processor=forcing, **GREEDY)
+    assert "<ImageHere>" not in "".join(stream) and "<ImageHere>" not in stream.text
+    assert conv.get_prompt().count("<ImageHere>") == 1

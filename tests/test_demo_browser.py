@@ -1,0 +1,198 @@
+"""The Gradio demo in a real browser: ``demo.py`` runs as a subprocess on a tiny eval config, chromium (Debian's,
+driven by Playwright) uploads images, chats, restarts, opens a second session and uploads a corrupt file.
+
+Needs the ``chromium`` executable and the ``playwright`` package; skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.cli.tiny_chat import write_images, write_tiny_eval_config
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+START_TIMEOUT_S = 180
+ANSWER_TIMEOUT_MS = 120_000
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs the chromium executable (apt-get install chromium)")
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_until_serving(url: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"demo.py exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"demo.py did not serve {url} within {START_TIMEOUT_S}s:\n{log.read_text()[-4000:]}")
+
+
+@pytest.fixture(scope="module")
+def demo_url(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("demo")
+    cfg = write_tiny_eval_config(root)
+    port = _free_port()
+    log = root / "demo.log"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "demo.py", "--cfg-path", str(cfg), "--device", "cpu", "--port", str(port)]
+    command += ["--max-image-mb", "1", "--seed", "0"]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        _wait_until_serving(url, proc, log)
+        yield url
+    finally:
+        shutil.copy(log, tmp_path_factory.getbasetemp() / "demo.log")
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("demo_images")
+    red, blue = write_images(folder, {"red.png": "red", "blue.png": "blue"})
+    corrupt = folder / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n this is not really an image")
+    return {"red": red, "blue": blue, "corrupt": corrupt}
+
+
+class DemoPage:
+    """One browser session of the demo."""
+
+    def __init__(self, browser, url: str) -> None:
+        self.context = browser.new_context()
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(ANSWER_TIMEOUT_MS)
+        self.page.goto(url)
+        self.page.wait_for_selector("#upload-button")
+
+    def upload(self, path: Path) -> None:
+        self.page.set_input_files("#image-upload input[type=file]", str(path))
+        self.page.wait_for_selector(f"#image-upload :text('{path.name}')")
+        self.page.click("#upload-button")
+
+    def wait_chat_ready(self) -> None:
+        self.page.wait_for_function("() => !document.querySelector('#question textarea').disabled")
+
+    def status(self) -> str:
+        return self.page.input_value("#status textarea")
+
+    def bot_messages(self) -> list[str]:
+        return self.page.locator("#chatbot [data-testid=bot]").all_inner_texts()
+
+    def user_messages(self) -> list[str]:
+        return self.page.locator("#chatbot [data-testid=user]").all_inner_texts()
+
+    def ask(self, question: str) -> str:
+        """Ask and wait for the whole streamed answer; returns it."""
+        turn = len(self.user_messages()) + 1
+        self.page.fill("#question textarea", question)
+        self.page.press("#question textarea", "Enter")
+        self.page.wait_for_function(
+            "turn => document.querySelector('#status textarea').value.startsWith(`Ready. (${turn} answer`)", arg=turn
+        )
+        bot = self.bot_messages()
+        return bot[-1] if len(bot) == turn else ""
+
+    def close(self) -> None:
+        self.context.close()
+
+
+def test_upload_ask_restart_sessions_and_corrupt_upload(demo_url, browser, images):
+    first = DemoPage(browser, demo_url)
+    try:
+        assert first.page.locator("#question textarea").is_disabled()  # nothing to ask before an image
+        first.upload(images["red"])
+        first.wait_chat_ready()
+        assert "received" in first.status().lower()
+        answer = first.ask("Describe this image in detail.")
+        assert answer.strip(), "the streamed answer is empty"
+        assert first.user_messages() == ["Describe this image in detail."]
+
+        # Restart clears the conversation and locks the question box until the next upload
+        first.page.click("#restart-button")
+        first.page.wait_for_function("() => document.querySelector('#question textarea').disabled")
+        assert first.bot_messages() == [] and first.user_messages() == []
+
+        first.upload(images["red"])
+        first.wait_chat_ready()
+        first.ask("What colour is the square?")
+
+        # a second session has its own conversation
+        second = DemoPage(browser, demo_url)
+        try:
+            second.upload(images["blue"])
+            second.wait_chat_ready()
+            second.ask("Where is the blue area?")
+            second.ask("Anything else?")
+            assert first.user_messages() == ["What colour is the square?"]
+            assert len(first.bot_messages()) == 1
+            first.ask("Is it large?")
+            assert first.user_messages() == ["What colour is the square?", "Is it large?"]
+            assert second.user_messages() == ["Where is the blue area?", "Anything else?"]
+
+            # a corrupt upload is refused with a message; both sessions keep working
+            second.page.click("#restart-button")
+            second.page.wait_for_function("() => document.querySelector('#question textarea').disabled")
+            second.upload(images["corrupt"])
+            second.page.wait_for_function(
+                "() => document.querySelector('#status textarea').value.includes('Could not read the image')"
+            )
+            assert second.page.locator("#question textarea").is_disabled()
+            first.ask("And now?")
+            assert len(first.user_messages()) == 3
+            second.upload(images["red"])
+            second.wait_chat_ready()
+            second.ask("Better?")
+            assert second.user_messages() == ["Better?"]
+        finally:
+            second.close()
+    finally:
+        first.close()
+
+
+def test_restart_before_upload_and_empty_question(demo_url, browser):
+    page = DemoPage(browser, demo_url)
+    try:
+        page.page.click("#restart-button")
+        page.page.click("#upload-button")  # no file chosen: a message, no crash
+        page.page.wait_for_function(
+            "() => document.querySelector('#status textarea').value.includes('choose an image')"
+        )
+        assert page.page.locator("#question textarea").is_disabled()
+    finally:
+        page.close()
