@@ -199,6 +199,8 @@ class _Source:
         self._it = None
         self.epoch, self.batches = int(state["epoch"]), int(state["batches"])
         self.bad_base, self.bad_latest = Counter(state["bad"]), {}
+        if not self.streaming:
+            return
         if len(state["cursors"]) == len(self.cursors):
             self.cursors, self.last_role = [int(c) for c in state["cursors"]], int(state["last_role"])
         else:

@@ -176,3 +176,19 @@ def test_state_gathers_every_rank_under_ddp(monkeypatch):
         )
         resumed.load_state_dict(state)
         assert next(resumed)["answer"] == expected[r]
+
+
+def test_map_style_resume_with_other_worker_count():
+    def fresh(workers: int) -> TrainIterator:
+        return TrainIterator(
+            {"a": (Named("a", 12), 2, 1.0)}, num_workers=workers, rank=0, world_size=1, device="cpu", seed=2
+        )
+
+    whole = fresh(0)
+    expected = [next(whole)["answer"] for _ in range(9)]
+    first = fresh(0)
+    for _ in range(4):
+        next(first)
+    resumed = fresh(2)
+    resumed.load_state_dict(first.state_dict())
+    assert [next(resumed)["answer"] for _ in range(5)] == expected[4:]
