@@ -4,6 +4,7 @@ a resume after ``kill -9`` at a random moment, a 2-process torchrun job, accumul
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -90,15 +91,27 @@ def test_resume_after_kill_9_equals_uninterrupted(world, reference, tmp_path):
     assert not list(run_dir.glob(".checkpoint_*.tmp")), note
 
 
-def test_torchrun_two_processes_hold_identical_weights(world, tmp_path):
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(h.TRAIN_PY)]
+
+
+def _ddp_config(world, path, output_dir):
     # accumulation exercises DDP's no_sync; validation the sharded evaluation and its all-reduce
     run = h.run_section(
-        tmp_path / "out", max_epoch=1, iters_per_epoch=4, accum_grad_iters=2, init_lr=3e-2, valid_splits=["train"]
+        output_dir,
+        max_epoch=3,
+        iters_per_epoch=4,
+        accum_grad_iters=2,
+        save_freq=2,
+        init_lr=3e-2,
+        valid_splits=["train"],
+        auto_resume=True,
     )
-    cfg = h.write_config(tmp_path / "ddp.yaml", h.model_section(world), h.align_datasets(world), run)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(h.TRAIN_PY)]
+    return h.write_config(path, h.model_section(world), h.align_datasets(world), run)
+
+
+def _torchrun(cfg):
     result = subprocess.run(
-        [*cmd, "--cfg-path", str(cfg)],
+        [*TORCHRUN, "--cfg-path", str(cfg)],
         cwd=h.REPO_ROOT,
         env=h.subprocess_env(),
         capture_output=True,
@@ -106,15 +119,59 @@ def test_torchrun_two_processes_hold_identical_weights(world, tmp_path):
         timeout=240,
     )
     assert result.returncode == 0, result.stderr[-4000:]
-    run_dir = tmp_path / "out" / "job"
+
+
+@pytest.fixture(scope="module")
+def ddp_reference(world, tmp_path_factory):
+    """An uninterrupted 2-process run (gloo): 3 epochs x 4 iterations."""
+    root = tmp_path_factory.mktemp("ddp_reference")
+    _torchrun(_ddp_config(world, root / "ddp.yaml", root / "out"))
+    return root / "out" / "job"
+
+
+def test_torchrun_two_processes_hold_identical_weights(ddp_reference):
+    run_dir = ddp_reference
     summary = json.loads((run_dir / "summary.json").read_text())
     digests = summary["rank_param_digests"]
     assert len(digests) == 2 and summary["ranks_in_sync"]
-    ckpt = torch.load(run_dir / "checkpoint_0.pth", map_location="cpu", weights_only=False)
+    ckpt = torch.load(run_dir / "checkpoint_2.pth", map_location="cpu", weights_only=False)
     assert param_digest(ckpt["model"]) == digests[0] == digests[1]
     assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2 and set(ckpt["data"]["ranks"]) == {0, 1}
     assert (run_dir / "log_rank1.txt").is_file() and (run_dir / "checkpoint_best.pth").is_file()
-    assert [r["step"] for r in h.read_metrics(run_dir) if r["kind"] == "train"] == [1, 2, 3, 4]
+    assert [step for step, _ in h.train_losses(run_dir)] == list(range(1, 13))
+
+
+def test_torchrun_resume_after_kill_9_equals_uninterrupted(world, ddp_reference, tmp_path):
+    """Kill both ranks (and the launcher) as soon as the first mid-epoch checkpoint exists, resume, compare."""
+    cfg = _ddp_config(world, tmp_path / "ddp.yaml", tmp_path / "out")
+    run_dir = tmp_path / "out" / "job"
+    proc = subprocess.Popen(
+        [*TORCHRUN, "--cfg-path", str(cfg)], cwd=h.REPO_ROOT, env=h.subprocess_env(), stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.time() + 180
+        while not list(run_dir.glob("checkpoint_step*.pth")):
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            assert time.time() < deadline, "the training processes made no progress"
+            time.sleep(0.005)
+        # the launcher starts its workers in their own sessions: kill them by pid
+        workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        for pid in workers:
+            os.kill(int(pid), signal.SIGKILL)
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+    assert len(workers) == 2
+    _torchrun(cfg)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert 0 < summary["steps_this_run"] < 12 and summary["ranks_in_sync"]
+    h.assert_same_weights(h.trainable(run_dir / "checkpoint_2.pth"), h.trainable(ddp_reference / "checkpoint_2.pth"))
+    got, want = h.train_losses(run_dir), h.train_losses(ddp_reference)
+    assert [s for s, _ in got] == [s for s, _ in want]
+    assert [loss for _, loss in got] == pytest.approx([loss for _, loss in want], abs=1e-6)
 
 
 def test_stage2_starts_from_the_stage1_checkpoint(world, tmp_path):
