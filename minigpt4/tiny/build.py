@@ -1,0 +1,259 @@
+"""Build the tiny world: ``python -m minigpt4.tiny.build --out tiny_world [--seed 0] [--small]``.
+
+Writes, deterministically for a given ``--seed`` (same seed, same bytes), in the formats of the real data and
+weights::
+
+    tiny_world/
+      world.json                      what was built: seed, sizes, vocabulary, pretraining statistics
+      llama/                          tiny LLaMA: config.json, model.safetensors, tokenizer.model (+ HF files)
+      eva_vit_tiny.pth                ViT state dict, eva_vit_g key names
+      qformer_tiny.pth                {"model": {"Qformer.*", "query_tokens", "ln_vision.*"}} (BLIP-2 format)
+      shards/laion/{00000..00003}.tar     stage 1, img2dataset layout (KEY.jpg, KEY.json, KEY.txt)
+      shards/cc_sbu/{00000..00003}.tar    stage 1, second source (another caption habit)
+      cc_sbu_align/filter_cap.json, image/<id>.jpg    stage 2, detailed descriptions
+      heldout/labels.json, image/<id>.jpg             evaluation: attribute labels and reference texts
+
+The folder is assembled under ``<out>.partial`` and renamed when complete; an existing complete world with the
+same seed and size is kept unless ``--force``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import logging
+import multiprocessing
+import os
+import random
+import shutil
+import tarfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from minigpt4.tiny import language, towers, world
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OUT = "tiny_world"
+MODEL_CONFIG = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "models", "minigpt4_tiny.yaml"
+)
+NUM_SHARDS = 4  # per stage-1 source; the tiny train configs name shards/<source>/{00000..00003}.tar
+FORMAT_VERSION = 1
+
+
+@dataclass
+class WorldSize:
+    """How much of everything to make (the defaults are the quick start's world; :meth:`small` is the tests')."""
+
+    stage1_per_source: int = 2000
+    align: int = 500
+    heldout: int = 200
+    lm_documents: int = 8000
+    vocab_size: int = 1024
+    lm: language.LMConfig = field(default_factory=language.LMConfig)
+    towers: towers.TowerConfig = field(default_factory=towers.TowerConfig)
+
+    @classmethod
+    def small(cls) -> WorldSize:
+        return cls(
+            stage1_per_source=400,
+            align=120,
+            heldout=60,
+            lm_documents=3000,
+            lm=language.LMConfig(steps=250),
+            towers=towers.TowerConfig(images=1500, steps=200),
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# writers
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), 0, 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def write_shards(out_dir: str, source: str, n: int, image_size: int, rng: random.Random) -> None:
+    """``n`` captioned scenes as ``NUM_SHARDS`` img2dataset-style tar shards in ``out_dir``."""
+    os.makedirs(out_dir, exist_ok=True)
+    per_shard = -(-n // NUM_SHARDS)
+    for shard in range(NUM_SHARDS):
+        with tarfile.open(os.path.join(out_dir, f"{shard:05d}.tar"), "w", format=tarfile.USTAR_FORMAT) as tar:
+            for i in range(shard * per_shard, min(n, (shard + 1) * per_shard)):
+                key = f"{shard:05d}{i % per_shard:04d}"
+                scene = world.sample_scene(rng)
+                caption = world.describe(scene, source, rng)
+                meta = {
+                    "caption": caption,
+                    "key": key,
+                    "status": "success",
+                    "url": f"tiny://{source}/{key}.jpg",
+                    "width": image_size,
+                    "height": image_size,
+                    "original_width": image_size,
+                    "original_height": image_size,
+                }
+                _add(tar, f"{key}.jpg", world.jpeg_bytes(world.render(scene, image_size, rng)))
+                _add(tar, f"{key}.json", json.dumps(meta).encode())
+                _add(tar, f"{key}.txt", caption.encode())
+
+
+def write_align(out_dir: str, n: int, image_size: int, rng: random.Random) -> None:
+    """The stage-2 folder: ``filter_cap.json`` (detailed descriptions) and ``image/<id>.jpg``."""
+    os.makedirs(os.path.join(out_dir, "image"), exist_ok=True)
+    annotations = []
+    for i in range(n):
+        scene = world.sample_scene(rng)
+        image_id = str(i)
+        world.render(scene, image_size, rng).save(os.path.join(out_dir, "image", f"{image_id}.jpg"), quality=92)
+        annotations.append({"image_id": image_id, "caption": world.describe(scene, "detailed", rng)})
+    with open(os.path.join(out_dir, "filter_cap.json"), "w", encoding="utf-8") as f:
+        json.dump({"annotations": annotations}, f, indent=1)
+
+
+def write_heldout(out_dir: str, n: int, image_size: int, rng: random.Random) -> None:
+    """Evaluation images with their attribute labels and one reference text per style."""
+    os.makedirs(os.path.join(out_dir, "image"), exist_ok=True)
+    items = []
+    for i in range(n):
+        scene = world.sample_scene(rng)
+        image = f"image/{i}.jpg"
+        world.render(scene, image_size, rng).save(os.path.join(out_dir, image), quality=92)
+        texts = {style: world.describe(scene, style, rng) for style in ("laion", "cc_sbu", "detailed")}
+        items.append({"id": str(i), "image": image, "labels": scene.labels(), "captions": texts})
+    labels = {"attributes": {k: list(v) for k, v in world.ATTRIBUTES.items()}, "items": items}
+    with open(os.path.join(out_dir, "labels.json"), "w", encoding="utf-8") as f:
+        json.dump(labels, f, indent=1)
+
+
+def save_towers(model: towers.Towers, out_dir: str) -> None:
+    torch.save(model.vit_state_dict(), os.path.join(out_dir, "eva_vit_tiny.pth"))
+    torch.save(model.blip2_checkpoint(), os.path.join(out_dir, "qformer_tiny.pth"))
+
+
+def _tower_job(model_cfg: dict[str, Any], cfg: towers.TowerConfig, seed: int, out_dir: str) -> dict[str, Any]:
+    """Pretrain and save the towers (run in a child process, one thread)."""
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    model, stats = towers.pretrain_towers(OmegaConf.create(model_cfg), cfg, seed)
+    save_towers(model, out_dir)
+    return stats
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the build
+# ----------------------------------------------------------------------------------------------------------
+
+
+def is_complete(out: str, seed: int, size_name: str) -> bool:
+    path = os.path.join(out, "world.json")
+    if not os.path.isfile(path):
+        return False
+    with open(path, encoding="utf-8") as f:
+        info = json.load(f)
+    return info.get("seed") == seed and info.get("size") == size_name and info.get("version") == FORMAT_VERSION
+
+
+def build(
+    out: str, seed: int = 0, small: bool = False, force: bool = False, size: WorldSize | None = None
+) -> dict[str, Any]:
+    """Build the world into ``out`` (see the module docstring); return the contents of ``world.json``.
+
+    ``size`` overrides the preset sizes (``small`` or the default), e.g. for a quick test world.
+    """
+    size_name = "custom" if size is not None else "small" if small else "default"
+    if not force and size is None and is_complete(out, seed, size_name):
+        logger.info("%s already holds the %s world of seed %d: kept (use --force to rebuild)", out, size_name, seed)
+        with open(os.path.join(out, "world.json"), encoding="utf-8") as f:
+            return json.load(f)
+    size = size or (WorldSize.small() if small else WorldSize())
+    model_cfg = OmegaConf.load(MODEL_CONFIG).model
+    image_size = model_cfg.image_size
+    tmp = out.rstrip("/") + ".partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    start = time.time()
+    stats: dict[str, Any] = {}
+
+    write_shards(os.path.join(tmp, "shards", "laion"), "laion", size.stage1_per_source, image_size, random.Random(seed))
+    write_shards(
+        os.path.join(tmp, "shards", "cc_sbu"), "cc_sbu", size.stage1_per_source, image_size, random.Random(seed + 1)
+    )
+    write_align(os.path.join(tmp, "cc_sbu_align"), size.align, image_size, random.Random(seed + 2))
+    write_heldout(os.path.join(tmp, "heldout"), size.heldout, image_size, random.Random(seed + 3))
+    stats["images_seconds"] = round(time.time() - start, 1)
+    logger.info("images and texts written (%.0fs)", time.time() - start)
+
+    # the two pretrainings are independent and single-threaded: the towers train in a second process
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        tower_job = pool.submit(_tower_job, OmegaConf.to_container(model_cfg), size.towers, seed + 6, tmp)
+        texts = language.corpus(size.lm_documents, seed + 4, language.alignment_instructions())
+        llama_dir = os.path.join(tmp, "llama")
+        language.train_tokenizer(texts, llama_dir, size.vocab_size)
+
+    stats["lm"] = language.pretrain_lm(texts, llama_dir, llama_dir, size.lm, seed + 5)
+    stats["towers"] = tower_job.result()
+
+    info = {
+        "version": FORMAT_VERSION,
+        "seed": seed,
+        "size": size_name,
+        "image_size": image_size,
+        "attributes": {k: list(v) for k, v in world.ATTRIBUTES.items()},
+        "counts": {
+            "laion": size.stage1_per_source,
+            "cc_sbu": size.stage1_per_source,
+            "cc_sbu_align": size.align,
+            "heldout": size.heldout,
+        },
+        "sizes": dataclasses.asdict(size),
+        "stats": _rounded(stats),
+    }
+    with open(os.path.join(tmp, "world.json"), "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=1)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    logger.info("tiny world written to %s in %.0fs", out, time.time() - start)
+    return info
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Build the tiny world (data, tokenizer, tiny LLaMA, towers).")
+    parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
+    parser.add_argument("--seed", type=int, default=0, help="everything is a function of this seed")
+    parser.add_argument("--small", action="store_true", help="a smaller, faster world (for tests)")
+    parser.add_argument("--force", action="store_true", help="rebuild even if a complete world is there")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared machine, and exact)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    torch.set_num_threads(args.threads)
+    return build(args.out, seed=args.seed, small=args.small, force=args.force)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""The tiny world's language model: a sentencepiece tokenizer and a small LLaMA that "knows" the world's language.
+
+The published MiniGPT-4 freezes Vicuna, an LLM that already speaks English and knows the ``###Human: ...
+###Assistant: ...`` conversation format. The tiny world imitates that with a short causal-LM pretraining on:
+
+- captions and detailed descriptions on their own (the language);
+- the same texts after a bag of attribute words, with and without ``<Img> ... </Img>`` around it
+  (``<Img> circle red left small white </Img> a red circle on the left``): the LLM learns to describe what its
+  context holds, the skill MiniGPT-4 relies on when the projected image tokens take the place of those words;
+- conversations in the published formats (the stage-2 template and the Vicuna v0 chat with its system prompt)
+  whose answers mix the terse and the detailed style, so that the style of an answer is left for stage 2 to set.
+
+The tokenizer is trained on that same text with LLaMA's settings (BPE, byte fallback, identity normalisation,
+unk/bos/eos = 0/1/2) and ``$$`` (the pad token) as a user-defined symbol, so it is always one piece.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+
+from minigpt4.common.constants import IMAGE_PLACEHOLDER, PAD_TOKEN, PROMPT_TEMPLATE_VICUNA0, SYSTEM_VICUNA0
+from minigpt4.tiny import world
+from minigpt4.tiny.towers import warmup_cosine
+
+logger = logging.getLogger(__name__)
+
+#: the published prompts/alignment.txt (used when the repository's file cannot be found)
+DEFAULT_INSTRUCTIONS = (
+    "<Img><ImageHere></Img> Describe this image in detail.",
+    "<Img><ImageHere></Img> Take a look at this image and describe what you notice.",
+    "<Img><ImageHere></Img> Please provide a detailed description of the picture.",
+    "<Img><ImageHere></Img> Could you describe the contents of this image for me?",
+)
+EXTRA_QUESTIONS = ("What do you see in this image?", "What is in the picture?", "Describe the picture.")
+STYLES = ("laion", "cc_sbu", "detailed")
+
+
+def alignment_instructions(repo_root: str | None = None) -> list[str]:
+    """The stage-2 instructions: ``prompts/alignment.txt`` of the repository if present, else the published ones."""
+    root = repo_root or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    path = os.path.join(root, "prompts", "alignment.txt")
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            lines = [line.strip() for line in f if IMAGE_PLACEHOLDER in line]
+        if lines:
+            return lines
+    return list(DEFAULT_INSTRUCTIONS)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# corpus
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _keywords(scene: world.Scene, rng: random.Random) -> str:
+    words = list(scene.labels().values())
+    rng.shuffle(words)
+    return " ".join(words)
+
+
+def lm_document(rng: random.Random, instructions: list[str]) -> str:
+    """One pretraining text (without bos/eos) about a random scene, in one of the formats described above."""
+    scene = world.sample_scene(rng)
+    kind = rng.random()
+    if kind < 0.15:  # the language alone
+        return world.describe(scene, rng.choice(STYLES), rng) + "\n"
+    if kind < 0.55:  # describe what the context holds
+        keywords = _keywords(scene, rng)
+        context = f"<Img> {keywords} </Img>" if rng.random() < 0.5 else keywords
+        return f"{context} {world.describe(scene, rng.choice(STYLES), rng)}\n"
+    # conversations: the stage-2 template or the Vicuna v0 chat, answers in either style
+    question = rng.choice(instructions + [f"<Img><ImageHere></Img> {q}" for q in EXTRA_QUESTIONS])
+    question = question.replace(IMAGE_PLACEHOLDER, f" {_keywords(scene, rng)} ")
+    answer = world.describe(scene, "detailed" if rng.random() < 0.5 else rng.choice(STYLES[:2]), rng)
+    if rng.random() < 0.5:
+        return PROMPT_TEMPLATE_VICUNA0.format(question) + answer + "###"
+    return f"{SYSTEM_VICUNA0}###Human: {question}###Assistant: {answer}###"
+
+
+def corpus(n: int, seed: int, instructions: list[str]) -> list[str]:
+    rng = random.Random(seed)
+    return [lm_document(rng, instructions) for _ in range(n)]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# tokenizer
+# ----------------------------------------------------------------------------------------------------------
+
+
+def train_tokenizer(texts: list[str], out_dir: str, vocab_size: int) -> str:
+    """Train a LLaMA-like sentencepiece model on ``texts``; write ``tokenizer.model`` and the HF tokenizer files."""
+    import sentencepiece as spm
+    from transformers import LlamaTokenizer
+
+    os.makedirs(out_dir, exist_ok=True)
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type="bpe",
+        user_defined_symbols=[PAD_TOKEN],
+        byte_fallback=True,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        add_dummy_prefix=True,
+        split_digits=True,
+        hard_vocab_limit=False,
+        character_coverage=1.0,
+        max_sentence_length=4096,
+        num_threads=1,
+        minloglevel=2,
+    )
+    path = os.path.join(out_dir, "tokenizer.model")
+    with open(path, "wb") as f:
+        f.write(model.getvalue())
+    tokenizer = LlamaTokenizer.from_pretrained(out_dir, add_bos_token=True)
+    tokenizer.save_pretrained(out_dir)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------
+# language model
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LMConfig:
+    """Size and schedule of the tiny LLaMA (the defaults are what the quick start uses)."""
+
+    hidden_size: int = 128
+    intermediate_size: int = 384
+    num_layers: int = 3
+    num_heads: int = 4
+    max_position_embeddings: int = 256
+    vocab_size: int = 1024
+    steps: int = 400
+    batch_size: int = 24
+    lr: float = 3e-3
+    warmup: int = 30
+
+
+def _batches(ids: list[list[int]], batch_size: int, rng: random.Random, pad_id: int):
+    while True:
+        chunk = rng.sample(ids, batch_size)
+        width = max(len(x) for x in chunk)
+        input_ids = torch.full((batch_size, width), pad_id, dtype=torch.long)
+        mask = torch.zeros((batch_size, width), dtype=torch.long)
+        for i, x in enumerate(chunk):
+            input_ids[i, : len(x)] = torch.tensor(x)
+            mask[i, : len(x)] = 1
+        labels = input_ids.masked_fill(mask == 0, -100)
+        yield input_ids, mask, labels
+
+
+def pretrain_lm(texts: list[str], tokenizer_dir: str, out_dir: str, cfg: LMConfig, seed: int) -> dict[str, float]:
+    """Pretrain a tiny ``LlamaForCausalLM`` on ``texts``; ``save_pretrained`` it (float32) into ``out_dir``."""
+    from transformers import LlamaConfig, LlamaForCausalLM, LlamaTokenizer
+
+    tokenizer = LlamaTokenizer.from_pretrained(tokenizer_dir)
+    ids = [
+        [tokenizer.bos_token_id, *tokenizer(t, add_special_tokens=False).input_ids, tokenizer.eos_token_id]
+        for t in texts
+    ]
+    ids = [x[: cfg.max_position_embeddings] for x in ids]
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=cfg.max_position_embeddings,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(warmup_cosine, warmup=cfg.warmup, steps=cfg.steps))
+    batches = _batches(ids, cfg.batch_size, random.Random(seed), pad_id=tokenizer.eos_token_id)
+    start, losses = time.time(), []
+    for step in range(cfg.steps):
+        input_ids, mask, labels = next(batches)
+        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+        if step % 100 == 0 or step == cfg.steps - 1:
+            logger.info("lm step %d/%d loss %.3f (%.0fs)", step, cfg.steps, loss.item(), time.time() - start)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    tail = losses[-20:]
+    return {"first_loss": losses[0], "final_loss": sum(tail) / len(tail), "seconds": time.time() - start}
