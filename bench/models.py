@@ -59,14 +59,29 @@ def load_config(name: str, assets: str, shards: str | None = None, options: list
     return cfg
 
 
-def build_model(name: str, assets: str, llm_grad_ckpt: bool = False) -> tuple[torch.nn.Module, Any]:
+def build_model(
+    name: str, assets: str, llm_grad_ckpt: bool = False, options: list[str] | None = None
+) -> tuple[torch.nn.Module, Any]:
     """``MiniGPT4.from_config`` of a bench configuration; returns the model and the ``Config``."""
     from minigpt4.common.registry import registry
 
-    options = ["model.llm_grad_checkpoint=true"] if llm_grad_ckpt else []
+    options = list(options or []) + (["model.llm_grad_checkpoint=true"] if llm_grad_ckpt else [])
     cfg = load_config(name, assets, options=options)
     model = registry.get_model_class(cfg.model_cfg.arch).from_config(cfg.model_cfg)
     return model, cfg
+
+
+def cast_frozen_towers(model: Any, dtype: torch.dtype) -> None:
+    """Store the linear and convolution weights of the frozen ViT and Q-Former in ``dtype`` (norms stay fp32).
+
+    Autocast re-casts fp32 weights that do not require grad at every call (its cast cache only keeps leaves
+    that require grad), so frozen fp32 towers pay a full weight copy per forward; stored in bf16 they do not.
+    This mirrors what ``vit_precision: fp16`` does on CUDA (``convert_weights_to_fp16``), for bf16 on CPU.
+    """
+    for tower in (model.visual_encoder, model.Qformer):
+        for module in tower.modules() if tower is not None else ():
+            if isinstance(module, torch.nn.Linear | torch.nn.Conv2d):
+                module.to(dtype)
 
 
 def make_samples(model: Any, batch: int, seed: int = 0) -> dict[str, Any]:
@@ -78,9 +93,7 @@ def make_samples(model: Any, batch: int, seed: int = 0) -> dict[str, Any]:
 
 def seq_len_of(model: Any, samples: dict[str, Any]) -> int:
     """The padded LLM sequence length of a stage-1 batch: bos + image tokens + longest caption (+ end_sym)."""
-    with torch.no_grad():
-        embeds, _ = model.encode_img(samples["image"][:1])
-    n_img = embeds.shape[1]
+    n_img = model_dims(model).num_image_tokens
     answers = [a + model.end_sym for a in samples["answer"]]
     ids = model.llama_tokenizer(answers, add_special_tokens=False, truncation=True, max_length=model.max_txt_len)
     return 1 + n_img + max(len(x) for x in ids.input_ids)

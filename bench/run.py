@@ -51,6 +51,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+EXTRA_VARIANTS = (
+    ["--set", "model.torch_dtype=bfloat16"],  # LLM weights stored in bf16
+    ["--set", "model.torch_dtype=bfloat16", "--bf16-towers"],  # + frozen ViT/Q-Former linear weights in bf16
+    ["--llm-grad-ckpt"],  # memory option: recompute LLM activations in the backward
+)
+
+
 def train_configs(args: argparse.Namespace) -> list[list[str]]:
     """The (config, precision, options) rows of the training bench."""
     if args.quick:
@@ -61,12 +68,11 @@ def train_configs(args: argparse.Namespace) -> list[list[str]]:
         for c in ("tiny", "bench_small")
         for p in ("fp32", "bf16")
     ]
-    if args.compile:
-        rows.append(["--config", "bench_small", "--precision", "bf16", "--steps", steps, "--warmup", "3", "--compile"])
+    small_bf16 = ["--config", "bench_small", "--precision", "bf16", "--steps", steps, "--warmup", "2"]
     if args.extra:
-        rows.append(
-            ["--config", "bench_small", "--precision", "bf16", "--steps", steps, "--warmup", "2", "--llm-grad-ckpt"]
-        )
+        rows += [[*small_bf16, *extra] for extra in EXTRA_VARIANTS]
+    if args.compile:
+        rows.append([*small_bf16[:-1], "3", "--compile", "towers"])
     return rows
 
 

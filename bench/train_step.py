@@ -20,7 +20,7 @@ import torch
 
 from bench.common import loadavg, maxrss_mib, rss_mib, summarize, write_json
 from bench.flops import train_step_flops
-from bench.models import build_model, make_samples, model_dims, seq_len_of
+from bench.models import build_model, cast_frozen_towers, make_samples, model_dims, seq_len_of
 
 logger = logging.getLogger("bench.train_step")
 
@@ -68,8 +68,12 @@ def count_flops(step: Any) -> int:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    model, cfg = build_model(args.config, args.assets, llm_grad_ckpt=args.llm_grad_ckpt)
+    model, cfg = build_model(args.config, args.assets, llm_grad_ckpt=args.llm_grad_ckpt, options=args.set)
+    if args.bf16_towers:
+        cast_frozen_towers(model, torch.bfloat16)
     model.train()
     build_s = time.perf_counter() - t0
     rss_built, maxrss_built = rss_mib(), maxrss_mib()
@@ -77,8 +81,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     samples = make_samples(model, args.batch or cfg.run_cfg.batch_size_train, seed=0)
     optimizer = build_optimizer(model)
     forward = loss_fn(model)
-    if args.compile:
+    if args.compile == "model":
         forward = torch.compile(forward)
+    elif args.compile == "towers":  # the three networks, leaving the Python glue (tokenizer, splicing) eager
+        for name in ("visual_encoder", "Qformer", "llama_model"):
+            if getattr(model, name, None) is not None:
+                getattr(model, name).compile()
 
     def step() -> float:
         with autocast(args.precision):
@@ -94,11 +102,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for _ in range(args.warmup - 1):
         step()
     load_before = loadavg()
-    times = []
+    times, cpu_times = [], []
     for _ in range(args.steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         last_loss = step()
         times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - c0)
     load_after = loadavg()
 
     batch = samples["image"].shape[0]
@@ -108,8 +117,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result = {
         "name": args.config,
         "variant": args.precision
-        + ("+compile" if args.compile else "")
-        + ("+llm_grad_ckpt" if args.llm_grad_ckpt else ""),
+        + (f"+compile_{args.compile}" if args.compile else "")
+        + ("+llm_grad_ckpt" if args.llm_grad_ckpt else "")
+        + ("+bf16_towers" if args.bf16_towers else "")
+        + "".join(f"+{o.split('.')[-1]}" for o in args.set),
         "precision": args.precision,
         "batch": batch,
         "llm_seq_len": seq_len,
@@ -118,6 +129,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "first_step_s": first_step_s,
         "step_s": stats,
         "samples_per_s": batch / stats["median_s"],
+        "cpu_s_per_step": summarize(cpu_times),  # process CPU time: less sensitive to other load than wall time
         "flops": flops,
         "achieved_flops": flops["total"] / stats["median_s"],
         "loss_first_last": [first_loss, last_loss],
@@ -146,8 +158,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--compile", action="store_true")
+    p.add_argument("--compile", choices=("model", "towers"), default=None, help="torch.compile the step or the towers")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--llm-grad-ckpt", action="store_true")
+    p.add_argument("--bf16-towers", action="store_true", help="store the frozen ViT/Q-Former in bf16")
+    p.add_argument("--set", action="append", default=[], help="config option key=value (repeatable)")
     p.add_argument("--assets", required=True)
     p.add_argument("--json-out", default=None)
     args = p.parse_args(argv)
