@@ -1,4 +1,5 @@
 import math
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -119,8 +120,12 @@ def test_resume_at_any_point_of_uneven_finite_streams(tmp_path: Path):
     for s, n in enumerate([7, 2, 5]):
         members = [m for i in range(n) for m in good_members(f"{s}_{i}", f"s{s} i{i}")]
         write_tar(tmp_path / f"{s:05d}.tar", members + ([("bad.jpg", b"xx"), ("bad.txt", b"x")] if s == 1 else []))
+    damaged = write_tar(tmp_path / "00003.tar", [m for i in range(4) for m in good_members(f"d_{i}", f"d{i}")])
+    with tarfile.open(damaged) as tar:
+        cut = tar.getmember("d_2.jpg").offset_data + 100
+    damaged.write_bytes(damaged.read_bytes()[:cut])  # ends inside a member: a tar_error after two samples
     vis, text = Blip2ImageTrainProcessor(image_size=8), BlipCaptionProcessor()
-    ds = ImageTextWebDataset(f"{tmp_path}/{{00000..00002}}.tar", vis, text, resampled=False, shuffle_buffer=3)
+    ds = ImageTextWebDataset(f"{tmp_path}/{{00000..00003}}.tar", vis, text, resampled=False, shuffle_buffer=3)
 
     def fresh() -> TrainIterator:
         return TrainIterator({"a": (ds, 2, 1.0)}, num_workers=2, rank=0, world_size=1, device="cpu", seed=5)
@@ -136,6 +141,8 @@ def test_resume_at_any_point_of_uneven_finite_streams(tmp_path: Path):
         resumed = fresh()
         resumed.load_state_dict(first.state_dict())
         assert [next(resumed)["answer"] for _ in range(12 - k)] == expected[k:]
+        assert resumed.bad_sample_counts() == whole.bad_sample_counts()
+    assert whole.bad_sample_counts()["tar_error"] >= 1 and whole.bad_sample_counts()["image_decode"] >= 1
 
 
 def test_state_gathers_every_rank_under_ddp(monkeypatch):

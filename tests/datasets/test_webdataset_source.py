@@ -1,3 +1,4 @@
+import io
 import json
 import tarfile
 from pathlib import Path
@@ -6,8 +7,14 @@ import pytest
 from torch.utils.data import DataLoader
 
 from minigpt4.datasets.data_utils import TrainIterator
-from minigpt4.datasets.datasets.common import META_KEY, collate
-from minigpt4.datasets.datasets.webdataset_source import ImageTextWebDataset, StreamPlan, expand_shards
+from minigpt4.datasets.datasets.common import META_KEY, BadSampleCounter, collate
+from minigpt4.datasets.datasets.webdataset_source import (
+    ImageTextWebDataset,
+    MemberRef,
+    StreamPlan,
+    expand_shards,
+    iter_tar_samples,
+)
 from minigpt4.processors.blip_processors import Blip2ImageTrainProcessor, BlipCaptionProcessor
 from tests.datasets.shard_utils import good_members, image_bytes, write_good_shards, write_tar
 
@@ -144,3 +151,26 @@ def test_relative_patterns_are_looked_up_from_the_current_directory(tmp_path: Pa
     assert shards == [str(tmp_path / "data" / "laion" / f"{i:05d}.tar") for i in range(2)]
     with pytest.raises(FileNotFoundError, match=r"'data/none/\{0\.\.1\}\.tar' \(relative to "):
         expand_shards("data/none/{0..1}.tar")
+
+
+def test_lazy_reading_gives_the_same_samples_and_errors(tmp_path: Path):
+    """Resume reads shards header by header; samples, bytes and errors must match a full read."""
+    plant_bad_shards(tmp_path)
+    gz = tmp_path / "00004.tar.gz"
+    with tarfile.open(gz, "w:gz") as tar:
+        for name, data in good_members("g0", "gz sample"):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    for shard in sorted(tmp_path.iterdir()):
+        eager_counter, lazy_counter = BadSampleCounter("eager"), BadSampleCounter("lazy")
+        eager = list(iter_tar_samples(str(shard), eager_counter))
+        lazy = list(iter_tar_samples(str(shard), lazy_counter, lazy=True))
+        assert eager_counter.counts == lazy_counter.counts, shard.name
+        materialized = [{k: v.read() if isinstance(v, MemberRef) else v for k, v in s.items()} for s in lazy]
+        assert materialized == eager, shard.name
+    assert any(
+        isinstance(v, MemberRef)
+        for s in iter_tar_samples(str(tmp_path / "00000.tar"), eager_counter, True)
+        for v in s.values()
+    )

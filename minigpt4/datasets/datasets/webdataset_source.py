@@ -13,7 +13,8 @@ The pipeline is plain ``tarfile`` streaming, in this order, for each *stream* (o
 A sample that cannot be used is skipped and counted per reason (:data:`BAD_REASONS`). Every sample carries a
 small meta record (stream id, how many raw samples the stream has consumed, the stream's bad-sample counts) that
 :mod:`minigpt4.datasets.data_utils` uses to resume exactly: it restarts each stream and drops the recorded number
-of raw samples after step 3, before any image is decoded.
+of raw samples after step 3, before any image is decoded; shards are then read header by header (the bytes of
+the dropped samples are never read).
 """
 
 from __future__ import annotations
@@ -107,15 +108,41 @@ def _split_key(name: str) -> tuple[str, str] | None:
     return os.path.join(directory, key), ext.lower()
 
 
-def iter_tar_samples(path: str, counter: BadSampleCounter) -> Iterator[dict[str, Any]]:
+@dataclass(frozen=True)
+class MemberRef:
+    """Where a member's bytes lie in an uncompressed tar: read on demand (resume skips them unread)."""
+
+    path: str
+    offset: int
+    size: int
+
+    def read(self) -> bytes:
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            data = f.read(self.size)
+        if len(data) != self.size:
+            raise EOFError(f"{self.path}: {self.size} bytes expected at {self.offset}, got {len(data)}")
+        return data
+
+
+def iter_tar_samples(path: str, counter: BadSampleCounter, lazy: bool = False) -> Iterator[dict[str, Any]]:
     """Raw samples ``{"__key__", "__url__", ext: bytes}`` of one tar, members grouped by consecutive key.
 
-    An unreadable shard or member ends the shard (streams cannot seek past damage) and counts one ``tar_error``;
-    the sample being assembled at that point is dropped.
+    An unreadable shard or member ends the shard and counts one ``tar_error``; the sample being assembled at
+    that point is dropped. With ``lazy`` (used to fast-forward on resume) an uncompressed tar is read header by
+    header and the values are :class:`MemberRef`; the samples and errors are the same as when reading it whole.
     """
+    if lazy:
+        try:
+            tar = tarfile.open(path, mode="r:")
+        except _TAR_ERRORS:
+            lazy = False  # compressed or damaged: read it as a stream (same samples, same errors)
+        else:
+            tar.close()
     current: dict[str, Any] | None = None
     try:
-        with tarfile.open(path, mode="r|*") as tar:
+        file_size = os.path.getsize(path)
+        with tarfile.open(path, mode="r:" if lazy else "r|*") as tar:
             for member in tar:
                 if not member.isfile():
                     continue
@@ -128,7 +155,12 @@ def iter_tar_samples(path: str, counter: BadSampleCounter) -> Iterator[dict[str,
                     current = None
                 if current is None:
                     current = {"__key__": key, "__url__": path}
-                current[ext] = tar.extractfile(member).read()  # type: ignore[union-attr]
+                if not lazy:
+                    current[ext] = tar.extractfile(member).read()  # type: ignore[union-attr]
+                elif member.offset_data + member.size > file_size:
+                    raise tarfile.ReadError("unexpected end of data")
+                else:
+                    current[ext] = MemberRef(path, member.offset_data, member.size)
     except _TAR_ERRORS as err:
         where = f"{path}" + (f" after {current['__key__']}" if current else "")
         counter.add("tar_error", where, err)
@@ -223,11 +255,13 @@ class ImageTextWebDataset(IterableDataset):
             logger.warning("%s: %d shards for %d streams: some streams get no data", self.name, len(order), streams)
         yield from order[stream::streams]
 
-    def _tar_samples(self, stream: int, streams: int, counter: BadSampleCounter) -> Iterator[dict[str, Any]]:
+    def _tar_samples(
+        self, stream: int, streams: int, counter: BadSampleCounter, lazy: Callable[[], bool]
+    ) -> Iterator[dict[str, Any]]:
         empty_in_a_row, limit = 0, 2 * len(self.shards) + 10
         for shard in self._shard_sequence(stream, streams):
             n = 0
-            for n, sample in enumerate(iter_tar_samples(shard, counter), start=1):  # noqa: B007
+            for n, sample in enumerate(iter_tar_samples(shard, counter, lazy()), start=1):  # noqa: B007
                 yield sample
             empty_in_a_row = 0 if n else empty_in_a_row + 1
             if empty_in_a_row >= limit:
@@ -259,6 +293,11 @@ class ImageTextWebDataset(IterableDataset):
     # samples ---------------------------------------------------------------------------------------------
     def _decode(self, raw: dict[str, Any], counter: BadSampleCounter, seed: int) -> dict[str, Any] | None:
         where = f"{raw['__url__']}:{raw['__key__']}"
+        try:
+            raw = {k: v.read() if isinstance(v, MemberRef) else v for k, v in raw.items()}
+        except _TAR_ERRORS as err:
+            counter.add("tar_error", where, err)
+            return None
         ext = next((e for e in IMAGE_EXTENSIONS if e in raw), None)
         if ext is None:
             counter.add("no_image", where, f"members {sorted(k for k in raw if not k.startswith('__'))}")
@@ -315,7 +354,7 @@ class _Stream:
         ds, plan, counter = self.dataset, self.dataset.plan, self.counter
         counter.enabled = self.skip == 0
         raw_samples = shuffle_buffer(
-            ds._tar_samples(self.stream, self.streams, counter),
+            ds._tar_samples(self.stream, self.streams, counter, lambda: self.cursor < self.skip),
             ds.shuffle_buffer,
             random.Random(derive_seed("buffer", plan.seed, plan.epoch, self.stream, self.streams)),
         )
