@@ -9,8 +9,11 @@ Exact resume. Every random choice is a function of (seed, rank, epoch, stream, p
 the shard order, the shuffle buffers, the random crops (seeded per sample). ``state_dict()`` records, per source,
 the epoch, the batches consumed in it and, for webdataset streams, how many raw samples each loader-worker
 stream has consumed; ``load_state_dict()`` rebuilds the loaders so that each stream drops exactly that many raw
-samples before decoding anything (map-style sources skip sampler indices). The next batches then equal those of
-an uninterrupted run, given the same ``world_size`` and ``run.num_workers``.
+samples before decoding anything (map-style sources skip sampler indices). A DataLoader takes batches from its
+workers in turn; on resume worker ``i`` plays stream ``(i + k) % workers`` so that the turn continues with the
+stream after the last one consumed. The next batches then equal those of an uninterrupted run, given the same
+``world_size`` (and, for webdataset sources, the same ``run.num_workers``; otherwise their streams restart, with a
+warning).
 
 Under DDP each rank has its own state: when a process group is initialised, ``state_dict()`` gathers all ranks'
 states (so it must be called on every rank) and ``load_state_dict()`` picks this rank's.
