@@ -95,6 +95,8 @@ def conversation(turns: int, reuse_cache: bool, model: Any, vis: Any, new_tokens
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model, cfg = build_model(args.config, args.assets)
     model.eval()
     from minigpt4.common.registry import registry
@@ -126,6 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--turns", type=int, default=3)
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json-out", default=None)
     args = p.parse_args(argv)
     write_json(run(args), args.json_out)

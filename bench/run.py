@@ -42,6 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--extra", action="store_true", help="also time the memory/speed options (LLM grad checkpointing, ...)"
     )
+    p.add_argument("--threads", type=int, default=None, help="torch threads in the training/chat processes")
     p.add_argument("--gpu", action="store_true", help="full-size architecture on CUDA instead of the CPU benches")
     args = p.parse_args(argv)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -80,7 +81,8 @@ def run_train(args: argparse.Namespace, assets: str, peak: dict[str, Any] | None
     rows = []
     for cfg in train_configs(args):
         logger.info("train: %s (load %s)", " ".join(cfg), loadavg())
-        row = run_child("bench.train_step", [*cfg, "--assets", assets])
+        threads = ["--threads", str(args.threads)] if args.threads else []
+        row = run_child("bench.train_step", [*cfg, *threads, "--assets", assets])
         row.setdefault("name", cfg[1])
         row.setdefault("variant", cfg[3])
         if peak and "error" not in row:
@@ -95,48 +97,59 @@ def _find(rows: list[dict[str, Any]], name: str, variant: str) -> dict[str, Any]
     return next((r for r in rows if r.get("name") == name and r.get("variant") == variant and "error" not in r), None)
 
 
+def _best(rows: list[dict[str, Any]], name: str, precision: str) -> dict[str, Any] | None:
+    ok = [r for r in rows if r.get("name") == name and r.get("precision") == precision and "error" not in r]
+    return max(ok, key=lambda r: r["samples_per_s"]) if ok else None
+
+
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """The project's performance targets, evaluated on whatever this run measured."""
     out = []
     rows = results.get("train", [])
     name = "tiny" if results["quick"] else "bench_small"
-    fp32, bf16 = _find(rows, name, "fp32"), _find(rows, name, "bf16")
-    if fp32 and bf16:
-        ratio = bf16["samples_per_s"] / fp32["samples_per_s"]
-        out.append(
-            {"target": f"{name}: bf16 training throughput >= 2x fp32", "measured": f"{ratio:.2f}x", "met": ratio >= 2}
-        )
-    if bf16 and "utilisation" in bf16:
-        u = bf16["utilisation"]
-        out.append(
-            {
-                "target": f"{name} bf16: utilisation vs measured bf16 peak >= 25%",
-                "measured": f"{u:.1%}",
-                "met": u >= 0.25,
-            }
-        )
+    fp32, bf16, best = _find(rows, name, "fp32"), _find(rows, name, "bf16"), _best(rows, name, "bf16")
+    for label, row in (("as configured", bf16), (f"best variant ({best['variant'] if best else '-'})", best)):
+        if fp32 and row and (label == "as configured" or row is not bf16):
+            ratio = row["samples_per_s"] / fp32["samples_per_s"]
+            out.append(
+                {
+                    "target": f"{name} bf16 {label}: training throughput >= 2x fp32",
+                    "measured": f"{ratio:.2f}x",
+                    "met": ratio >= 2,
+                }
+            )
+        if row and "utilisation" in row and (label == "as configured" or row is not bf16):
+            u = row["utilisation"]
+            out.append(
+                {
+                    "target": f"{name} bf16 {label}: utilisation vs measured bf16 peak >= 25%",
+                    "measured": f"{u:.1%}",
+                    "met": u >= 0.25,
+                }
+            )
     chat = results.get("chat")
     if chat and "error" not in chat and chat.get("reuse_cache") and chat.get("recompute"):
-        r = chat["reuse_cache"][-1]["ttft_s"] / chat["recompute"][-1]["ttft_s"]
+        cached, full = chat["reuse_cache"][-1]["ttft_s"], chat["recompute"][-1]["ttft_s"]
         out.append(
             {
                 "target": "chat: 3rd-turn time to first token with cache <= 1/3 of recompute",
-                "measured": f"{r:.2f}",
-                "met": r <= 1 / 3,
+                "measured": f"{cached * 1e3:.1f} ms vs {full * 1e3:.1f} ms = {cached / full:.2f}",
+                "met": cached / full <= 1 / 3,
             }
         )
     data = results.get("data")
     consumer = bf16 or fp32
     if data and "error" not in data and consumer:
-        best = max(row["samples_per_s"] for row in data["rows"])
-        r = best / consumer["samples_per_s"]
-        out.append(
-            {
-                "target": f"data pipeline >= 4x what training consumes ({consumer['name']} {consumer['variant']})",
-                "measured": f"{best:.1f} vs {consumer['samples_per_s']:.1f} samples/s = {r:.1f}x",
-                "met": r >= 4,
-            }
-        )
+        for row in data["rows"]:
+            r = row["samples_per_s"] / consumer["samples_per_s"]
+            out.append(
+                {
+                    "target": f"data pipeline ({row['num_workers']} workers) >= 4x what training consumes "
+                    f"({consumer['name']} {consumer['variant']})",
+                    "measured": f"{row['samples_per_s']:.1f} vs {consumer['samples_per_s']:.1f} samples/s = {r:.1f}x",
+                    "met": r >= 4,
+                }
+            )
     return out
 
 
@@ -157,7 +170,8 @@ def run_cpu(args: argparse.Namespace, results: dict[str, Any], assets: str) -> N
         logger.info("chat (load %s)", loadavg())
         quick = ["--config", "tiny", "--repeats", "1", "--new-tokens", "4"]
         chat_args = quick if args.quick else ["--config", "bench_small"]
-        results["chat"] = run_child("bench.chat_bench", [*chat_args, "--assets", assets])
+        threads = ["--threads", str(args.threads)] if args.threads else []
+        results["chat"] = run_child("bench.chat_bench", [*chat_args, *threads, "--assets", assets])
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -26,18 +26,13 @@ logger = logging.getLogger("bench.train_step")
 
 
 def build_optimizer(model: torch.nn.Module, lr: float = 1e-4, weight_decay: float = 0.05) -> torch.optim.Optimizer:
-    """The runner's AdamW: no weight decay on biases, norms and other 1-d parameters."""
-    try:
-        from minigpt4.runners.runner_base import param_groups  # the runner's own grouping when it exposes one
-
-        groups = param_groups(model, weight_decay)
-    except ImportError:
-        decay, no_decay = [], []
-        for p in model.parameters():
-            if p.requires_grad:
-                (no_decay if p.ndim < 2 else decay).append(p)
-        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999))
+    """AdamW as ``RunnerBase.build_optimizer`` makes it: weight decay on >= 2-d weights only."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or name.endswith(".bias") else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=(0.9, 0.999))
 
 
 def autocast(precision: str) -> contextlib.AbstractContextManager:
@@ -46,15 +41,12 @@ def autocast(precision: str) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def loss_fn(model: torch.nn.Module) -> Any:
-    """The task's train_step when the task module is there; else the model's own loss (the same thing)."""
-    try:
-        from minigpt4.tasks.base_task import BaseTask
+def loss_fn(model: torch.nn.Module, cfg: Any) -> Any:
+    """The configured task's ``train_step`` (what the runner calls inside its autocast)."""
+    from minigpt4.common.registry import registry
 
-        task = BaseTask()
-        return lambda samples: task.train_step(model, samples)
-    except (ImportError, TypeError):
-        return lambda samples: model(samples)["loss"]
+    task = registry.get_task_class(cfg.run_cfg.task).setup_task(cfg)
+    return lambda samples: task.train_step(model, samples)
 
 
 def count_flops(step: Any) -> int:
@@ -80,7 +72,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     samples = make_samples(model, args.batch or cfg.run_cfg.batch_size_train, seed=0)
     optimizer = build_optimizer(model)
-    forward = loss_fn(model)
+    forward = loss_fn(model, cfg)
     if args.compile == "model":
         forward = torch.compile(forward)
     elif args.compile == "towers":  # the three networks, leaving the Python glue (tokenizer, splicing) eager
