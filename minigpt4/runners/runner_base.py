@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import logging
 import math
@@ -245,9 +246,15 @@ class RunnerBase:
         if self.world_size == 1:
             return self.model
         device_ids = [self.device.index] if self.device.type == "cuda" else None
-        # Frozen towers are identical on every rank (same files): no buffer broadcast at every forward.
+        # Parameters and buffers are broadcast from rank 0 once, at wrap time; after that the frozen towers stay
+        # identical on every rank, so buffers are not re-broadcast before every forward.
+        no_buffer_sync = (
+            {"forward_sync_buffers": False}
+            if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+            else {"broadcast_buffers": False}  # torch < 2.15
+        )
         return DistributedDataParallel(
-            self.model, device_ids=device_ids, find_unused_parameters=False, broadcast_buffers=False
+            self.model, device_ids=device_ids, find_unused_parameters=False, **no_buffer_sync
         )
 
     def build_optimizer(self) -> torch.optim.Optimizer:
