@@ -17,13 +17,11 @@ mid-save. Temporary files (``.checkpoint_*.tmp``) are ignored when looking for c
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import random
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -158,23 +156,6 @@ def get_rng_state() -> dict[str, Any]:
         "torch": torch.get_rng_state(),
         "cuda": cuda,
     }
-
-
-@contextlib.contextmanager
-def preserved_host_rng() -> Iterator[None]:
-    """Run a block without moving the Python, NumPy and torch CPU generators of this process.
-
-    The runner draws batches inside it: creating a DataLoader iterator takes a draw from the global torch
-    generator (its worker base seed), so without this the model's random stream (dropout) would depend on when
-    the data iterator (re)builds its loaders, which differs between an uninterrupted and a resumed run.
-    """
-    python, numpy_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    try:
-        yield
-    finally:
-        random.setstate(python)
-        np.random.set_state(numpy_state)
-        torch.set_rng_state(torch_state)
 
 
 def set_rng_state(state: dict[str, Any]) -> None:

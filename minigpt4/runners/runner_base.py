@@ -432,8 +432,7 @@ class RunnerBase:
             for i in range(start_iter, self.iters_per_epoch):
                 if self.scheduler is not None:
                     self.scheduler.step(cur_epoch=epoch, cur_step=i)
-                with ckpt_io.preserved_host_rng():
-                    samples = move_to_device(next(self.train_iter), self.device)
+                samples = move_to_device(next(self.train_iter), self.device)
                 boundary = (i + 1) % self.accum == 0
                 loss_mean, finite = self.forward_backward(samples, sync=boundary)
                 self._clock.add_samples(batch_size_of(samples))
