@@ -180,6 +180,8 @@ def test_stage2_starts_from_the_stage1_checkpoint(world, tmp_path):
     s1 = train.main(["--cfg-path", str(s1_cfg)])
     stage1_ckpt = tmp_path / "out" / "s1" / "checkpoint_0.pth"
     assert s1["last_checkpoint"] == str(stage1_ckpt)
+    assert s1["bad_samples"].get("image_decode", 0) > 0  # the broken images of the laion shards, counted
+    assert h.read_metrics(tmp_path / "out" / "s1")[-1]["bad_samples"] == s1["bad_samples"]
 
     model = h.model_section(
         world,

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import yaml
 
-from tests.datasets.shard_utils import write_align_folder, write_good_shards
+from tests.datasets.shard_utils import good_members, write_align_folder, write_good_shards, write_tar
 from tests.models.builders import SENTENCES, TINY_QFORMER, TINY_VIT, build_assets
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -28,7 +28,7 @@ def build_world(root: Path) -> dict[str, Any]:
     assets = build_assets(str(root / "assets"))
     captions = {str(i): CAPTIONS[i % len(CAPTIONS)] for i in range(16)}
     align = write_align_folder(root / "cc_sbu_align", captions)
-    write_good_shards(root / "laion", n_shards=2, per_shard=8, prefix="a red circle ")
+    write_laion_shards(root / "laion")
     write_good_shards(root / "cc_sbu", n_shards=2, per_shard=8, prefix="a blue square ")
     return {
         "root": root,
@@ -37,6 +37,18 @@ def build_world(root: Path) -> dict[str, Any]:
         "laion": str(root / "laion" / "{00000..00001}.tar"),
         "cc_sbu": str(root / "cc_sbu" / "{00000..00001}.tar"),
     }
+
+
+def write_laion_shards(folder: Path) -> None:
+    """Two shards of 8 good samples, each led by 4 samples whose image does not decode (counted, skipped)."""
+    for shard in range(2):
+        members = []
+        for i in range(4):
+            key = f"bad{shard}{i}"
+            members += [(f"{key}.jpg", b"not an image"), (f"{key}.json", json.dumps({"caption": "broken"}).encode())]
+        for i in range(8):
+            members += good_members(f"{shard:05d}{i:04d}", f"a red circle s{shard} i{i}", ("JPEG", "PNG")[i % 2])
+        write_tar(folder / f"{shard:05d}.tar", members)
 
 
 def model_section(world: dict[str, Any], **overrides: Any) -> dict[str, Any]:
