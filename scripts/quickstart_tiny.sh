@@ -14,7 +14,7 @@ START=$(date +%s)
 step() { echo; echo "=== [$(( $(date +%s) - START ))s] $*"; }
 
 step "1/5 building the tiny world (seed $SEED)"
-$PY -m minigpt4.tiny.build --out tiny_world --seed "$SEED"
+$PY -m minigpt4.tiny.build --out tiny_world --seed "$SEED" --force
 
 step "2/5 stage 1: torchrun --nproc-per-node 2 train.py (gloo on CPU)"
 rm -rf output/tiny_stage1 output/tiny_stage2
@@ -22,7 +22,7 @@ OMP_NUM_THREADS=1 $PY -m torch.distributed.run --nproc-per-node 2 --standalone \
   train.py --cfg-path train_configs/minigpt4_tiny_stage1_pretrain.yaml
 
 step "3/5 stage 2: python train.py (from the stage-1 checkpoint)"
-$PY train.py --cfg-path train_configs/minigpt4_tiny_stage2_finetune.yaml
+OMP_NUM_THREADS="${STAGE2_THREADS:-1}" $PY train.py --cfg-path train_configs/minigpt4_tiny_stage2_finetune.yaml
 
 step "4/5 evaluation on the held-out images"
 echo "--- after stage 1 (stage-1 checkpoint, chat prompt):"

@@ -8,7 +8,8 @@ The published MiniGPT-4 freezes Vicuna, an LLM that already speaks English and k
   (``<Img> circle red left small white </Img> a red circle on the left``): the LLM learns to describe what its
   context holds, the skill MiniGPT-4 relies on when the projected image tokens take the place of those words;
 - conversations in the published formats (the stage-2 template and the Vicuna v0 chat with its system prompt)
-  whose answers mix the terse and the detailed style, so that the style of an answer is left for stage 2 to set.
+  whose answers are mostly, not always, detailed: the LLM knows how to answer, and stage 2 teaches the image
+  tokens to fit into that conversation (after stage 1 alone they derail it, as in the published model).
 
 The tokenizer is trained on that same text with LLaMA's settings (BPE, byte fallback, identity normalisation,
 unk/bos/eos = 0/1/2) and ``$$`` (the pad token) as a user-defined symbol, so it is always one piece.
@@ -41,6 +42,9 @@ DEFAULT_INSTRUCTIONS = (
 )
 EXTRA_QUESTIONS = ("What do you see in this image?", "What is in the picture?", "Describe the picture.")
 STYLES = ("laion", "cc_sbu", "detailed")
+#: how often a pretraining conversation answers in the detailed style (the rest: terse captions), as an
+#: instruction-tuned LLM mostly answers "describe in detail" at length
+DETAILED_ANSWER_SHARE = 0.8
 
 
 def alignment_instructions(repo_root: str | None = None) -> list[str]:
@@ -79,7 +83,7 @@ def lm_document(rng: random.Random, instructions: list[str]) -> str:
     # conversations: the stage-2 template or the Vicuna v0 chat, answers in either style
     question = rng.choice(instructions + [f"<Img><ImageHere></Img> {q}" for q in EXTRA_QUESTIONS])
     question = question.replace(IMAGE_PLACEHOLDER, f" {_keywords(scene, rng)} ")
-    answer = world.describe(scene, "detailed" if rng.random() < 0.5 else rng.choice(STYLES[:2]), rng)
+    answer = world.describe(scene, "detailed" if rng.random() < DETAILED_ANSWER_SHARE else rng.choice(STYLES[:2]), rng)
     if rng.random() < 0.5:
         return PROMPT_TEMPLATE_VICUNA0.format(question) + answer + "###"
     return f"{SYSTEM_VICUNA0}###Human: {question}###Assistant: {answer}###"

@@ -2,11 +2,19 @@
 
 MiniGPT-4 keeps EVA-CLIP and the BLIP-2 Q-Former frozen and trains only the projection into the LLM, so the
 towers must already carry visual information, as the published ones do. Here they get it from a short
-*supervised* pretraining: the ViT, ``ln_vision``, the Q-Former and ``query_tokens`` are trained together with one
-small linear classifier per attribute (shape, colour, position, size, background) on the mean of the query outputs;
-the classifiers are thrown away afterwards. Supervised classification is the fastest way (well under a minute on
-two CPU cores) to make every attribute linearly readable from the query outputs, which is exactly what the trainable
-``llama_proj`` needs; a contrastive objective would need much larger batches for the same effect.
+*supervised* pretraining of the ViT, ``ln_vision``, the Q-Former and ``query_tokens`` together, with throw-away
+linear classifiers:
+
+- per query output: every attribute (shape, colour, position, size, background), the same classifier for all
+  queries, so that every image token MiniGPT-4 hands to the LLM carries the whole description;
+- per ViT patch: the shape, colour and position of the shapes on that patch (class 0 = background). This dense,
+  local signal is what makes training fast: a ViT trained only from image-level labels has to discover where the
+  object is before it can learn what it is, which took thousands of steps; with patch labels the ViT tokens become
+  informative within a hundred steps and the queries only have to pool them.
+
+Supervised classification was chosen over a contrastive objective because it reaches perfect held-out accuracy
+on shape, colour and position in about a minute on one CPU core, where contrastive learning needs large batches.
+The classifiers are not saved.
 
 The weights are saved in the published formats: ``eva_vit_tiny.pth`` is a plain state dict with the ``eva_vit_g``
 key names, ``qformer_tiny.pth`` is a BLIP-2 style ``{"model": {"Qformer.*", "query_tokens", "ln_vision.*"}}``.
@@ -95,20 +103,18 @@ class Towers(nn.Module):
             num_attention_heads=model_cfg.qformer_num_heads,
             intermediate_size=model_cfg.qformer_intermediate_size,
         )
-        flat = model_cfg.qformer_hidden_size * model_cfg.num_query_token
-        vit_width = self.visual_encoder.num_features
-        self.heads = nn.ModuleDict({name: nn.Linear(flat, len(values)) for name, values in world.ATTRIBUTES.items()})
+        width, vit_width = model_cfg.qformer_hidden_size, self.visual_encoder.num_features
+        self.heads = nn.ModuleDict({name: nn.Linear(width, len(values)) for name, values in world.ATTRIBUTES.items()})
         self.patch_heads = nn.ModuleDict(
             {name: nn.Linear(vit_width, len(world.ATTRIBUTES[name]) + 1) for name in PATCH_ATTRIBUTES}
         )
 
     def forward(self, image: Tensor) -> dict[str, Tensor]:
-        """Attribute logits from the query outputs, and per-patch logits (``patch_<name>``, class 0 = none)."""
+        """Attribute logits of every query output ``[B, K, Q]``, and per-patch ones (``patch_<name>``, 0 = none)."""
         image_embeds = self.ln_vision(self.visual_encoder(image))  # [B, 1 + P, W]
         queries = self.query_tokens.expand(image.shape[0], -1, -1)  # [B, Q, C]
         out = self.Qformer.bert(query_embeds=queries, encoder_hidden_states=image_embeds).last_hidden_state
-        flat = out.flatten(1)  # [B, Q * C]
-        logits = {name: head(flat) for name, head in self.heads.items()}
+        logits = {name: head(out).transpose(1, 2) for name, head in self.heads.items()}  # [B, K, Q]
         for name, head in self.patch_heads.items():
             logits[f"patch_{name}"] = head(image_embeds[:, 1:]).transpose(1, 2)  # [B, K + 1, P]
         return logits
@@ -159,6 +165,11 @@ def _dataset(n: int, image_size: int, patch_size: int, seed: int) -> tuple[Tenso
     }
 
 
+def _per_query(target: Tensor, logits: Tensor) -> Tensor:
+    """Image-level targets ``[B]`` repeated for every query (``logits [B, K, Q]``); patch targets unchanged."""
+    return target[:, None].expand(-1, logits.shape[-1]) if target.dim() == 1 else target
+
+
 @torch.no_grad()
 def accuracy(model: Towers, images: Tensor, labels: dict[str, Tensor], batch_size: int = 256) -> dict[str, float]:
     model.eval()
@@ -166,7 +177,8 @@ def accuracy(model: Towers, images: Tensor, labels: dict[str, Tensor], batch_siz
     for i in range(0, len(images), batch_size):
         logits = model(images[i : i + batch_size])
         for name in correct:
-            correct[name] += (logits[name].argmax(-1) == labels[name][i : i + batch_size]).sum().item()
+            votes = logits[name].softmax(dim=1).mean(dim=2)  # [B, K]: the queries' mean prediction
+            correct[name] += (votes.argmax(-1) == labels[name][i : i + batch_size]).sum().item()
     patch_correct = {name: [0, 0] for name in labels if name.startswith("patch_")}
     for i in range(0, len(images), batch_size):
         logits = model(images[i : i + batch_size])
@@ -196,7 +208,7 @@ def pretrain_towers(model_cfg: Any, cfg: TowerConfig, seed: int) -> tuple[Towers
     for step in range(cfg.steps):
         idx = torch.randint(0, len(images), (cfg.batch_size,), generator=generator)
         logits = model(images[idx])
-        loss = sum(F.cross_entropy(logits[name], labels[name][idx]) for name in labels)
+        loss = sum(F.cross_entropy(logits[name], _per_query(labels[name][idx], logits[name])) for name in labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
