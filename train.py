@@ -53,14 +53,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from minigpt4.common.config import Config
     from minigpt4.common.logger import setup_logger
     from minigpt4.common.registry import registry
-    from minigpt4.runners.runner_base import job_id_from_config
+    from minigpt4.runners.runner_base import check_run_config, job_id_from_config
     from minigpt4.tasks import setup_task
 
     args = parse_args(argv)
     cfg = Config(args)  # every config error surfaces here, before anything heavy is built
     run_cfg = cfg.run_cfg
-    if run_cfg.auto_resume and not run_cfg.job_name:
-        job_id_from_config(run_cfg)  # raises with the explanation
+    check_run_config(run_cfg)  # cross-key checks, also before anything is built
     dist_utils.init_distributed_mode(run_cfg)
     try:
         job_id = job_id_from_config(run_cfg)

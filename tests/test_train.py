@@ -234,8 +234,18 @@ def test_accumulating_two_batches_of_two_matches_one_batch_of_four(world, tmp_pa
         ({"model": {"model_type": "pretrain_vicuna0", "llama_model": "???"}}, ["model.llama_model", "bad.yaml"]),
         ({"datasets": {"cc_sbu_align": {"build_info": {"storage": "/no/such/folder"}}}}, ["/no/such/folder"]),
         ({"run": {"auto_resume": True, "job_name": None}}, ["run.job_name"]),
+        ({"run": {"amp_dtype": "fp8"}}, ["run.amp_dtype", "fp8"]),
+        ({"run": {"accum_grad_iters": 3}}, ["run.iters_per_epoch", "run.accum_grad_iters"]),
     ],
-    ids=["unknown-dataset", "wrong-type", "missing-path", "absent-data-folder", "auto-resume-without-job-name"],
+    ids=[
+        "unknown-dataset",
+        "wrong-type",
+        "missing-path",
+        "absent-data-folder",
+        "auto-resume-without-job-name",
+        "unknown-amp-dtype",
+        "accumulation-not-dividing-the-epoch",
+    ],
 )
 def test_bad_configs_fail_before_any_model_is_built(world, tmp_path, monkeypatch, change, expected):
     from minigpt4.models.mini_gpt4 import MiniGPT4

@@ -11,9 +11,14 @@ iterations the optimizer steps. A non-finite loss skips the whole accumulation w
 zeroed) and is counted; ``run.max_consecutive_nonfinite`` of them in a row stop the run.
 
 Exact resume: a checkpoint is written only at an optimizer-step boundary and holds the trainable weights,
-optimizer, LR scheduler, grad scaler, global step, and, for every rank, its RNG states and data-iterator
-position (gathered to rank 0, so one file is the whole state). Resuming restores all of it, so a run killed at any moment
-and resumed from its newest complete checkpoint replays exactly the iterations it lost.
+optimizer, LR scheduler, grad scaler, global step, every rank's RNG states (gathered to rank 0) and the data
+iterator's state (which holds every rank's position), so one file is the whole state of the job. It is written
+atomically (temporary file, fsync, rename). Resuming restores all of it and cuts ``metrics.jsonl`` back to the
+resumed step, so a run killed at any moment and resumed from its newest complete checkpoint replays exactly the
+iterations it lost and its loss log reads as if it had never stopped.
+
+Distribution: under torchrun the model is wrapped in DDP; only the trainable parameters (``llama_proj``, LoRA)
+take part in the gradient all-reduce, and parameters and buffers are broadcast from rank 0 once, when wrapping.
 """
 
 from __future__ import annotations
@@ -59,19 +64,42 @@ class NonFiniteLossError(RuntimeError):
 # ----------------------------------------------------------------------------------------------------------
 
 
+def check_run_config(run_cfg: Any, iters_per_epoch: int | None = None) -> None:
+    """Checks across ``run`` keys that the schema cannot express (train.py runs them before building anything).
+
+    Checkpoints and epochs end on optimizer steps, so their periods must be multiples of ``accum_grad_iters``.
+
+    Raises:
+        ValueError: naming the offending key.
+    """
+    accum = run_cfg.accum_grad_iters
+    iters = iters_per_epoch if iters_per_epoch is not None else run_cfg.iters_per_epoch
+    if run_cfg.amp_dtype not in AMP_DTYPES:
+        raise ValueError(f"run.amp_dtype: expected one of {', '.join(AMP_DTYPES)}, got {run_cfg.amp_dtype!r}")
+    if accum < 1:
+        raise ValueError(f"run.accum_grad_iters must be >= 1, got {accum}")
+    if iters is not None and (iters <= 0 or iters % accum):
+        raise ValueError(f"run.iters_per_epoch ({iters}) must be a positive multiple of run.accum_grad_iters ({accum})")
+    if run_cfg.save_freq is not None and (run_cfg.save_freq <= 0 or run_cfg.save_freq % accum):
+        raise ValueError(f"run.save_freq ({run_cfg.save_freq}) must be a positive multiple of run.accum_grad_iters")
+    if run_cfg.log_freq <= 0:
+        raise ValueError(f"run.log_freq must be positive, got {run_cfg.log_freq}")
+    if run_cfg.auto_resume and not run_cfg.job_name:
+        raise ValueError(
+            "run.auto_resume: True needs run.job_name: the run folder is output_dir/<job_name> so that a "
+            "restarted job finds its checkpoints (without a job name each start gets a new timestamped folder)"
+        )
+
+
 def job_id_from_config(run_cfg: Any) -> str:
     """``run.job_name``, or a timestamp. Under DDP call it on every rank: rank 0's value is broadcast.
 
     Raises:
         ValueError: ``run.auto_resume`` without ``run.job_name`` (a timestamped folder is never found again).
     """
+    check_run_config(run_cfg)
     if run_cfg.job_name:
         return str(run_cfg.job_name)
-    if run_cfg.auto_resume:
-        raise ValueError(
-            "run.auto_resume: True needs run.job_name: the run folder is output_dir/<job_name> so that a "
-            "restarted job finds its checkpoints (without a job name each start gets a new timestamped folder)"
-        )
     job_id = [now()]
     if dist_utils.is_dist_avail_and_initialized():
         dist.broadcast_object_list(job_id, src=0)
@@ -110,8 +138,7 @@ def resolve_precision(run_cfg: Any, device: torch.device) -> Precision:
     ``amp: True`` with ``float16`` is the published behaviour: fp16 autocast with a GradScaler, CUDA only (on
     a CPU it falls back to fp32 with a warning). ``bfloat16`` autocasts on CUDA and CPU and needs no scaler.
     """
-    if run_cfg.amp_dtype not in AMP_DTYPES:
-        raise ValueError(f"run.amp_dtype: expected one of {', '.join(AMP_DTYPES)}, got {run_cfg.amp_dtype!r}")
+    check_run_config(run_cfg)
     if not run_cfg.amp:
         return Precision(None, False)
     dtype = AMP_DTYPES[run_cfg.amp_dtype]
@@ -129,7 +156,7 @@ def param_digest(state: dict[str, Tensor]) -> str:
     """A SHA-256 of a state dict's names and bytes (to check that ranks hold the same weights)."""
     digest = hashlib.sha256()
     for name in sorted(state):
-        tensor = state[name].detach().to("cpu").contiguous()
+        tensor = state[name].detach().to("cpu").reshape(-1)
         digest.update(name.encode())
         digest.update(str(tensor.dtype).encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
@@ -178,7 +205,7 @@ class RunnerBase:
         self.train_datasets = self.select_train_datasets()
         self.iters_per_epoch = self.resolve_iters_per_epoch()
         self.accum = int(self.run_cfg.accum_grad_iters)
-        self.check_schedule()
+        check_run_config(self.run_cfg, self.iters_per_epoch)
 
         # 8-bit (low_resource) models are placed on their GPU when loaded and cannot be moved.
         self.model = model if cfg.model_cfg.get("low_resource", False) else model.to(self.device)
@@ -216,8 +243,6 @@ class RunnerBase:
     def resolve_iters_per_epoch(self) -> int:
         """``run.iters_per_epoch``, or one pass over finite (sized) data when it is unset."""
         if self.run_cfg.iters_per_epoch is not None:
-            if self.run_cfg.iters_per_epoch <= 0:
-                raise ValueError(f"run.iters_per_epoch must be positive, got {self.run_cfg.iters_per_epoch}")
             return int(self.run_cfg.iters_per_epoch)
         counts = []
         for name, dataset in self.train_datasets.items():
@@ -226,20 +251,6 @@ class RunnerBase:
             batch = self.cfg.datasets_cfg[name].get("batch_size") or self.run_cfg.batch_size_train
             counts.append(len(dataset) // self.world_size // batch)  # the iterator drops incomplete batches
         return max(sum(counts), 1)
-
-    def check_schedule(self) -> None:
-        """Checkpoints and epochs end on optimizer steps: the periods must be multiples of accum_grad_iters."""
-        if self.accum < 1:
-            raise ValueError(f"run.accum_grad_iters must be >= 1, got {self.accum}")
-        if self.iters_per_epoch % self.accum:
-            raise ValueError(
-                f"run.iters_per_epoch ({self.iters_per_epoch}) must be a multiple of run.accum_grad_iters ({self.accum})"
-            )
-        save_freq = self.run_cfg.save_freq
-        if save_freq is not None and (save_freq <= 0 or save_freq % self.accum):
-            raise ValueError(f"run.save_freq ({save_freq}) must be a positive multiple of run.accum_grad_iters")
-        if self.run_cfg.log_freq <= 0:
-            raise ValueError(f"run.log_freq must be positive, got {self.run_cfg.log_freq}")
 
     def wrap_model(self) -> nn.Module:
         """DDP over the trainable parameters when several ranks run; the model itself otherwise."""
@@ -750,6 +761,7 @@ def _format_seconds(seconds: float) -> str:
 __all__ = [
     "NonFiniteLossError",
     "Precision",
+    "check_run_config",
     "RunnerBase",
     "job_id_from_config",
     "move_to_device",

@@ -204,7 +204,7 @@ def test_keep_last_prunes_step_checkpoints_but_keeps_best(tmp_path):
 
 
 def test_schedule_must_align_with_accumulation(tmp_path):
-    with pytest.raises(ValueError, match="multiple of run.accum_grad_iters"):
+    with pytest.raises(ValueError, match="positive multiple of run.accum_grad_iters"):
         make_runner(tmp_path, iters_per_epoch=5, accum_grad_iters=2)
     with pytest.raises(ValueError, match="save_freq"):
         make_runner(tmp_path, save_freq=3, accum_grad_iters=2)
