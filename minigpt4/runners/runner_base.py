@@ -358,11 +358,11 @@ class RunnerBase:
         return {"rng": state.get("rng"), "data": state.get("data")}
 
     def load_trainable_state(self, state: dict[str, Tensor], path: Path) -> None:
-        """Load a checkpoint's ``model`` entry; every trainable tensor must be there (strict for resume)."""
-        expected = set(self.model.trainable_state_dict())
+        """Load a checkpoint's ``model`` entry; every trainable parameter must be there (strict for resume)."""
+        expected = {name for name, param in self.model.named_parameters() if param.requires_grad}
         missing = sorted(expected - set(state))
         if missing:
-            raise KeyError(f"{path}: the checkpoint lacks trainable tensors {missing[:5]} (of {len(missing)})")
+            raise KeyError(f"{path}: the checkpoint lacks trainable parameters {missing[:5]} (of {len(missing)})")
         result = self.model.load_state_dict(state, strict=False)
         if result.unexpected_keys:
             raise KeyError(f"{path}: tensors not in the model: {result.unexpected_keys[:5]}")

@@ -230,3 +230,13 @@ def test_evaluate_only_reports_the_validation_loss(tmp_path):
     result = runner.train()["evaluation"]
     assert set(result) == {"toy/val", "loss"} and result["loss"] > 0
     assert not list((tmp_path / "b" / "toy").glob("checkpoint_*.pth"))
+
+
+def test_resume_needs_every_trainable_parameter(tmp_path):
+    make_runner(tmp_path / "a", max_epoch=1).train()
+    ckpt_path = tmp_path / "a" / "toy" / "checkpoint_0.pth"
+    ckpt = ckpt_io.load_checkpoint_file(ckpt_path)
+    del ckpt["model"]["norm.weight"]
+    torch.save(ckpt, ckpt_path)
+    with pytest.raises(KeyError, match="norm.weight"):
+        make_runner(tmp_path / "b", resume_ckpt_path=str(ckpt_path)).train()
