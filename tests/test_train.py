@@ -275,3 +275,11 @@ def _merge(base: dict, change: dict) -> dict:
     for key, value in change.items():
         out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
+
+
+def test_command_line_parsing():
+    args = train.parse_args(["--cfg-path", "x.yaml", "--options", "run.seed=1", "run.max_epoch=2"])
+    assert args.cfg_path == "x.yaml" and args.options == ["run.seed=1", "run.max_epoch=2"]
+    assert train.parse_args(["--cfg-path", "x.yaml"]).options is None
+    with pytest.raises(SystemExit):
+        train.parse_args([])
