@@ -22,7 +22,7 @@ def machine_md(r: dict[str, Any]) -> list[str]:
     vers = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
     return [
         f"- Date: {m['date_utc']}; command: `{r['command']}`",
-        f"- Machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), "
+        f"- Machine: {m['cpu']}, {m['cores']} cores ({r.get('threads') or m['torch_threads']} torch threads), "
         f"{m['mem_gib']} GiB RAM; CPU features: {' '.join(m['cpu_flags'])}; torch CPU capability {m['torch_cpu_capability']}",
         f"- Versions: {vers}",
         f"- Load average (1/5/15 min) at start: {r['loadavg_start']}, at end: {r['loadavg_end']}",
@@ -46,8 +46,8 @@ def train_md(rows: list[dict[str, Any]]) -> list[str]:
         "",
         "Training step (forward + backward + AdamW on trainable params; one fresh process per row):",
         "",
-        "| config | precision | batch | samples/s | step ms (median) | model GFLOP/step | achieved GFLOP/s | util vs peak | peak RSS MiB (train delta) | load avg |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| config | variant | batch | samples/s | step ms (median) | CPU s/step | model GFLOP/step | achieved GFLOP/s | util vs peak | peak RSS MiB (train delta) | first step s | load avg |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
         if "error" in row:
@@ -57,9 +57,11 @@ def train_md(rows: list[dict[str, Any]]) -> list[str]:
             continue
         lines.append(
             f"| {row['name']} | {row['variant']} | {row['batch']} | {_f(row['samples_per_s'])} | "
-            f"{_f(row['step_s']['median_s'] * 1e3, '{:.1f}')} | {_f(row['flops']['total'] / 1e9, '{:.1f}')} | "
+            f"{_f(row['step_s']['median_s'] * 1e3, '{:.1f}')} | {_f(row['cpu_s_per_step']['median_s'], '{:.3f}')} | "
+            f"{_f(row['flops']['total'] / 1e9, '{:.1f}')} | "
             f"{_gflops(row['achieved_flops'])} | {_f(row.get('utilisation'), '{:.1%}')} | "
-            f"{_f(row['memory']['peak_rss_mib'], '{:.0f}')} ({_f(row['memory']['train_delta_mib'], '{:.0f}')}) | {row['loadavg']} |"
+            f"{_f(row['memory']['peak_rss_mib'], '{:.0f}')} ({_f(row['memory']['train_delta_mib'], '{:.0f}')}) | "
+            f"{_f(row['first_step_s'], '{:.1f}')} | {row['loadavg']} |"
         )
     return lines
 
@@ -88,13 +90,14 @@ def chat_md(c: dict[str, Any]) -> list[str]:
         "",
         f"Chat ({c['description']}):",
         "",
-        "| mode | turn | context tokens | time to first token ms | new tokens | tokens/s |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| mode | turn | context tokens | reused from cache | time to first token ms | new tokens | tokens/s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for mode in ("reuse_cache", "recompute"):
         for t in c.get(mode, []):
             lines.append(
-                f"| {mode} | {t['turn']} | {t.get('context_tokens', '-')} | {_f(t['ttft_s'] * 1e3, '{:.1f}')} | "
+                f"| {mode} | {t['turn']} | {t.get('context_tokens', '-')} | {t.get('reused_tokens', '-')} | "
+                f"{_f(t['ttft_s'] * 1e3, '{:.1f}')} | "
                 f"{t['new_tokens']} | {_f(t['tokens_per_s'])} |"
             )
     return lines

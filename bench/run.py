@@ -155,7 +155,12 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 def run_cpu(args: argparse.Namespace, results: dict[str, Any], assets: str) -> None:
     if "peak" in args.only or "train" in args.only:
+        import torch
+
         from bench.peak import measure_peak
+
+        if args.threads:  # the peak is measured with the thread count the model rows use
+            torch.set_num_threads(args.threads)
 
         logger.info("peak (load %s)", loadavg())
         results["peak"] = measure_peak((256, 512) if args.quick else (2048, 3072, 4096), reps=2 if args.quick else 5)
@@ -175,13 +180,15 @@ def run_cpu(args: argparse.Namespace, results: dict[str, Any], assets: str) -> N
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    logger.setLevel(logging.INFO)
     args = parse_args(argv)
     results: dict[str, Any] = {
         "command": "python -m bench.run " + shlex.join(sys.argv[1:] if argv is None else argv),
         "quick": args.quick,
         "machine": machine(),
         "loadavg_start": loadavg(),
+        "threads": args.threads,
     }
     if args.gpu:
         from bench.gpu import run_gpu
