@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=None, help="timed training steps per configuration")
     p.add_argument("--compile", action="store_true", help="also time torch.compile on bench-small bf16")
     p.add_argument(
-        "--extra", action="store_true", help="also time the memory/speed options (LLM grad checkpointing, ...)"
+        "--extra", action="store_true", help="also time the speed/memory options (bf16 weights, LLM grad checkpointing)"
     )
     p.add_argument("--threads", type=int, default=None, help="torch threads in the training/chat processes")
     p.add_argument("--gpu", action="store_true", help="full-size architecture on CUDA instead of the CPU benches")
@@ -111,10 +111,11 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     for label, row in (("as configured", bf16), (f"best variant ({best['variant'] if best else '-'})", best)):
         if fp32 and row and (label == "as configured" or row is not bf16):
             ratio = row["samples_per_s"] / fp32["samples_per_s"]
+            cpu = fp32["cpu_s_per_step"]["median_s"] / row["cpu_s_per_step"]["median_s"]
             out.append(
                 {
                     "target": f"{name} bf16 {label}: training throughput >= 2x fp32",
-                    "measured": f"{ratio:.2f}x",
+                    "measured": f"{ratio:.2f}x wall clock ({cpu:.2f}x in process CPU time)",
                     "met": ratio >= 2,
                 }
             )
