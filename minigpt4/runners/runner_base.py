@@ -40,13 +40,13 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset
-from torch.utils.data.dataloader import default_collate
 
 from minigpt4.common import dist_utils
 from minigpt4.common.logger import progress
 from minigpt4.common.optims import build_lr_scheduler
 from minigpt4.common.registry import registry
 from minigpt4.common.utils import now
+from minigpt4.datasets.datasets.common import collate
 from minigpt4.runners import checkpoint as ckpt_io
 from minigpt4.tasks.base_task import batch_size_of
 
@@ -604,7 +604,7 @@ class RunnerBase:
             sampler=sampler,
             shuffle=False,
             num_workers=self.run_cfg.num_workers,
-            collate_fn=getattr(dataset, "collater", None) or default_collate,
+            collate_fn=getattr(dataset, "collater", None) or collate,
         )
         for batch in loader:
             yield move_to_device(batch, self.device)
