@@ -84,6 +84,35 @@ def cast_frozen_towers(model: Any, dtype: torch.dtype) -> None:
                 module.to(dtype)
 
 
+def logits_at_labels(model: Any) -> None:
+    """Prototype of a proposed model change: compute the LM head and the loss only at labelled positions.
+
+    ``llama_model(..., labels=...)`` applies the ``hidden x vocab`` head to every position (image tokens and
+    prompt included) and then ignores all but the answer tokens. This wraps the instance's ``llama_model.forward``
+    so that, when labels are given, only the hidden states that predict a labelled token go through the head; the
+    loss (mean cross-entropy over labelled tokens) is the same. Bench-only: it measures what the change would save.
+    """
+    from types import SimpleNamespace
+
+    from minigpt4.common.constants import IGNORE_INDEX
+
+    llm = model.llama_model
+    full_forward = llm.forward
+
+    def forward(*args: Any, labels: torch.Tensor | None = None, **kwargs: Any) -> Any:
+        if labels is None:
+            return full_forward(*args, **kwargs)
+        kwargs.pop("return_dict", None)
+        hidden = llm.model(*args, **kwargs).last_hidden_state  # [B, L, D]
+        targets = labels[:, 1:]  # position t predicts token t + 1
+        keep = targets != IGNORE_INDEX
+        logits = llm.lm_head(hidden[:, :-1][keep])  # [N, V], N = labelled tokens of the batch
+        loss = torch.nn.functional.cross_entropy(logits.float(), targets[keep])
+        return SimpleNamespace(loss=loss, logits=logits)
+
+    llm.forward = forward
+
+
 def make_samples(model: Any, batch: int, seed: int = 0) -> dict[str, Any]:
     """A stage-1 batch: normalised random pixels and synthetic captions of 10-19 words."""
     g = torch.Generator().manual_seed(seed)

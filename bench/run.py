@@ -55,8 +55,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 EXTRA_VARIANTS = (
     ["--set", "model.torch_dtype=bfloat16"],  # LLM weights stored in bf16
     ["--set", "model.torch_dtype=bfloat16", "--bf16-towers"],  # + frozen ViT/Q-Former linear weights in bf16
+    ["--set", "model.torch_dtype=bfloat16", "--bf16-towers", "--logits-at-labels"],  # + LM head at labels only
     ["--llm-grad-ckpt"],  # memory option: recompute LLM activations in the backward
 )
+ALL_PROPOSALS = ["--set", "model.torch_dtype=bfloat16", "--bf16-towers", "--logits-at-labels", "--compile", "towers"]
 
 
 def train_configs(args: argparse.Namespace) -> list[list[str]]:
@@ -74,6 +76,8 @@ def train_configs(args: argparse.Namespace) -> list[list[str]]:
         rows += [[*small_bf16, *extra] for extra in EXTRA_VARIANTS]
     if args.compile:
         rows.append([*small_bf16[:-1], "3", "--compile", "towers"])
+        if args.extra:
+            rows.append([*small_bf16[:-1], "3", *ALL_PROPOSALS])
     return rows
 
 

@@ -22,7 +22,7 @@ import torch
 
 from bench.common import loadavg, maxrss_mib, rss_mib, summarize, write_json
 from bench.flops import train_step_flops
-from bench.models import build_model, cast_frozen_towers, make_samples, model_dims, seq_len_of
+from bench.models import build_model, cast_frozen_towers, logits_at_labels, make_samples, model_dims, seq_len_of
 
 logger = logging.getLogger("bench.train_step")
 
@@ -70,6 +70,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model, cfg = build_model(args.config, args.assets, llm_grad_ckpt=args.llm_grad_ckpt, options=args.set)
     if args.bf16_towers:
         cast_frozen_towers(model, torch.bfloat16)
+    if args.logits_at_labels:
+        logits_at_labels(model)
     model.train()
     build_s = time.perf_counter() - t0
     rss_built, maxrss_built = rss_mib(), maxrss_mib()
@@ -116,6 +118,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         + (f"+compile_{args.compile}" if args.compile else "")
         + ("+llm_grad_ckpt" if args.llm_grad_ckpt else "")
         + ("+bf16_towers" if args.bf16_towers else "")
+        + ("+logits_at_labels" if args.logits_at_labels else "")
         + "".join(f"+{o.split('.')[-1]}" for o in args.set),
         "precision": args.precision,
         "batch": batch,
@@ -158,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--llm-grad-ckpt", action="store_true")
     p.add_argument("--bf16-towers", action="store_true", help="store the frozen ViT/Q-Former in bf16")
+    p.add_argument("--logits-at-labels", action="store_true", help="LM head only at labelled positions (prototype)")
     p.add_argument("--set", action="append", default=[], help="config option key=value (repeatable)")
     p.add_argument("--assets", required=True)
     p.add_argument("--json-out", default=None)
