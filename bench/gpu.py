@@ -10,7 +10,7 @@ replaced: the ViT skips loading ``vit_path``, and, while the model is built, ``f
 random LLaMA from a ``LlamaConfig`` instead of reading a folder.
 
 Reports: the measured bf16 matmul peak of the device, stage-1 samples/s at batch 64 (bf16 autocast, the step of
-:mod:`bench.train_step`), model-FLOPs utilisation, and the stage-2 peak memory at batch 12 (instruction template,
+:mod:`bench.train_step`), model-FLOPs utilisation, and the stage-2 peak memory at batch 12, with and without LLM gradient checkpointing (instruction template,
 answers filling ``max_txt_len`` 160).
 """
 
@@ -152,14 +152,18 @@ def run_gpu(quick: bool = False) -> dict[str, Any]:
     from bench.peak import measure_peak
 
     device = "cuda"
-    torch.backends.cuda.matmul.allow_tf32 = True
     result: dict[str, Any] = {"device": torch.cuda.get_device_name(0), "loadavg": loadavg()}
     result["peak"] = measure_peak((4096, 8192) if not quick else (1024,), reps=10 if not quick else 2, device=device)
     bf16_peak = result["peak"]["bf16"]["peak_flops"]
     tok_dir = os.path.join(tempfile.mkdtemp(prefix="minigpt4_gpu_tok_"), "tokenizer")
     overrides = {"torch_dtype": "bfloat16", "vit_precision": "fp16"}
-    for name, stage, batch in (("stage1", STAGE1, 64), ("stage2", STAGE2, 12)):
-        model = build_random_model({**overrides, **stage}, FULL_LLAMA, device, tok_dir)
+    rows = (
+        ("stage1", STAGE1, 64, {}),
+        ("stage2", STAGE2, 12, {}),
+        ("stage2_llm_grad_ckpt", STAGE2, 12, {"llm_grad_checkpoint": True}),  # the memory option
+    )
+    for name, stage, batch, extra in rows:
+        model = build_random_model({**overrides, **stage, **extra}, FULL_LLAMA, device, tok_dir)
         samples = stage_samples(model, batch if not quick else 2, stage, device)
         timing = time_training(model, samples, steps=10 if not quick else 2, warmup=3 if not quick else 1)
         seq = seq_len_of(model, samples) + (0 if stage is STAGE1 else 16)  # + instruction tokens (approx.)

@@ -109,7 +109,9 @@ def gpu_md(g: dict[str, Any]) -> list[str]:
         "| stage | batch | samples/s | step ms | util vs bf16 peak | peak memory GiB |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for name in ("stage1", "stage2"):
+    for name in ("stage1", "stage2", "stage2_llm_grad_ckpt"):
+        if name not in g:
+            continue
         r = g[name]
         lines.append(
             f"| {name} | {r['batch']} | {_f(r['samples_per_s'])} | {_f(r['step_s']['median_s'] * 1e3, '{:.1f}')} | "
