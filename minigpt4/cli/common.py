@@ -25,7 +25,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         default=None,
         help="override config values: key=value pairs with dotted keys, e.g. model.ckpt=path/to/ckpt.pth",
     )
-    parser.add_argument("--gpu-id", type=int, default=0, help="CUDA device index (when --device is not given)")
+    parser.add_argument(
+        "--gpu-id", type=int, default=0, help="CUDA device index, -1 for the CPU (when --device is not given)"
+    )
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:1 (default: cuda:GPU_ID or cpu)")
     parser.add_argument(
         "--no-kv-cache", action="store_true", help="recompute the whole context at every turn (saves memory)"
@@ -36,7 +38,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def resolve_device(args: argparse.Namespace) -> torch.device:
     if args.device:
         return torch.device(args.device)
-    return torch.device(f"cuda:{args.gpu_id}" if torch.cuda.is_available() else "cpu")
+    if args.gpu_id < 0 or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device(f"cuda:{args.gpu_id}")
 
 
 @dataclass

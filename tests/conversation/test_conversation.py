@@ -271,3 +271,16 @@ def test_image_placeholder_is_reserved_for_images(chat, image):
     stream = chat.answer(conv, imgs, stream=True, logits_processor=forcing, **GREEDY)
     assert "<ImageHere>" not in "".join(stream) and "<ImageHere>" not in stream.text
     assert conv.get_prompt().count("<ImageHere>") == 1
+
+
+def test_llama2_template_answers_until_eos(chat, image):
+    conv, imgs = _start(chat, image, template=CONV_VISION_LLama2)
+    assert conv.stop_strings == []
+    eos = chat.tokenizer.eos_token_id
+    forcing = LogitsProcessorList([ForceTokensAt([4], [eos])])
+    answer = chat.answer(conv, imgs, logits_processor=forcing, **GREEDY)
+    assert answer.tokens.shape[0] == 5 and answer.tokens[-1] == eos
+    chat.ask("and then?", conv)
+    conv.append_message(conv.roles[1], None)
+    first_turn = SYSTEM + "<s>[INST] <Img><ImageHere></Img> describe the image [/INST] "
+    assert conv.get_prompt() == first_turn + answer.text + "<s>[INST] and then? [/INST] "
