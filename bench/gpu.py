@@ -120,14 +120,27 @@ def stage_samples(model: Any, batch: int, stage: dict[str, Any], device: str) ->
     }
 
 
-def time_training(model: Any, samples: dict[str, Any], steps: int, warmup: int) -> dict[str, Any]:
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _peak_memory_gib(device: str) -> float:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**30
+    from bench.common import maxrss_mib
+
+    return maxrss_mib() / 1024  # CPU dry runs only: the process's peak RSS
+
+
+def time_training(model: Any, samples: dict[str, Any], steps: int, warmup: int, device: str) -> dict[str, Any]:
     from bench.train_step import build_optimizer
 
     optimizer = build_optimizer(model)
     model.train()
 
     def step() -> None:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
             loss = model(samples)["loss"]
         loss.backward()
         optimizer.step()
@@ -135,37 +148,44 @@ def time_training(model: Any, samples: dict[str, Any], steps: int, warmup: int) 
 
     for _ in range(warmup):
         step()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
+    _sync(device)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
         step()
-        torch.cuda.synchronize()
+        _sync(device)
         times.append(time.perf_counter() - t0)
-    return {"step_s": summarize(times), "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30}
+    return {"step_s": summarize(times), "peak_mem_gib": _peak_memory_gib(device)}
 
 
-def run_gpu(quick: bool = False) -> dict[str, Any]:
-    require_cuda()
+def run_gpu(
+    quick: bool = False, device: str = "cuda", sizes: dict[str, Any] | None = None, llama: LlamaDims = FULL_LLAMA
+) -> dict[str, Any]:
+    """The GPU benchmark. ``device``, ``sizes`` (model overrides) and ``llama`` exist for dry runs on a CPU
+    at toy sizes (tests); the real measurement is ``run_gpu()`` on CUDA at full size."""
+    if device.startswith("cuda"):
+        require_cuda()
     from bench.models import model_dims, seq_len_of
     from bench.peak import measure_peak
 
-    device = "cuda"
-    result: dict[str, Any] = {"device": torch.cuda.get_device_name(0), "loadavg": loadavg()}
-    result["peak"] = measure_peak((4096, 8192) if not quick else (1024,), reps=10 if not quick else 2, device=device)
+    on_cuda = device.startswith("cuda")
+    result: dict[str, Any] = {"device": torch.cuda.get_device_name(0) if on_cuda else device, "loadavg": loadavg()}
+    result["peak"] = measure_peak((4096, 8192) if not quick else (512,), reps=10 if not quick else 2, device=device)
     bf16_peak = result["peak"]["bf16"]["peak_flops"]
     tok_dir = os.path.join(tempfile.mkdtemp(prefix="minigpt4_gpu_tok_"), "tokenizer")
-    overrides = {"torch_dtype": "bfloat16", "vit_precision": "fp16"}
+    overrides = {"torch_dtype": "bfloat16", "vit_precision": "fp16", **(sizes or {})}
     rows = (
         ("stage1", STAGE1, 64, {}),
         ("stage2", STAGE2, 12, {}),
         ("stage2_llm_grad_ckpt", STAGE2, 12, {"llm_grad_checkpoint": True}),  # the memory option
     )
     for name, stage, batch, extra in rows:
-        model = build_random_model({**overrides, **stage, **extra}, FULL_LLAMA, device, tok_dir)
+        model = build_random_model({**overrides, **stage, **extra}, llama, device, tok_dir)
         samples = stage_samples(model, batch if not quick else 2, stage, device)
-        timing = time_training(model, samples, steps=10 if not quick else 2, warmup=3 if not quick else 1)
+        steps, warmup = (10, 3) if not quick else (1, 1)
+        timing = time_training(model, samples, steps=steps, warmup=warmup, device=device)
         seq = seq_len_of(model, samples) + (0 if stage is STAGE1 else 16)  # + instruction tokens (approx.)
         flops = train_step_flops(model_dims(model), samples["image"].shape[0], seq)
         median = timing["step_s"]["median_s"]
@@ -177,5 +197,6 @@ def run_gpu(quick: bool = False) -> dict[str, Any]:
             "utilisation_vs_bf16_peak": flops["total"] / median / bf16_peak,
         }
         del model, samples
-        torch.cuda.empty_cache()
+        if on_cuda:
+            torch.cuda.empty_cache()
     return result

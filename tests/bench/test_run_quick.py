@@ -52,3 +52,18 @@ def test_random_full_model_builder_runs_small_on_cpu(tmp_path):
     loss.backward()
     assert torch.isfinite(loss) and model.llama_proj.weight.grad is not None
     assert model.llama_model.config.vocab_size == 1000
+
+
+def test_gpu_mode_dry_run_on_cpu_at_toy_sizes():
+    """The whole GPU-mode procedure (build, stage-1/2 steps, FLOPs, report) on a CPU with toy sizes."""
+    from bench.assets import LlamaDims
+    from bench.gpu import run_gpu
+    from bench.report import gpu_md
+
+    toy = {"vit_width": 32, "vit_depth": 1, "vit_heads": 2, "vit_mlp_dim": 64, "image_size": 56,
+           "qformer_hidden_size": 32, "qformer_num_layers": 2, "qformer_num_heads": 2,
+           "qformer_intermediate_size": 64}  # fmt: skip
+    result = run_gpu(quick=True, device="cpu", sizes=toy, llama=LlamaDims(32, 1, 2, 2, 64, 1000, 512))
+    for name in ("stage1", "stage2", "stage2_llm_grad_ckpt"):
+        assert result[name]["samples_per_s"] > 0 and result[name]["model_flops_per_step"] > 0
+    assert "stage2_llm_grad_ckpt" in "\n".join(gpu_md(result))
