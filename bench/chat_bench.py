@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 from transformers.generation.streamers import BaseStreamer
 
 from bench.common import loadavg, maxrss_mib, write_json
@@ -45,6 +46,21 @@ class TimingStreamer(BaseStreamer):
         pass
 
 
+class TokenizerVocabOnly(LogitsProcessor):
+    """Restrict generation to ids the tokenizer can decode.
+
+    The benchmark LLaMAs have a 32000-row head (real cost) but a smaller tokenizer; random weights would otherwise
+    pick ids past the tokenizer, which decode to nothing, and the conversation would not grow with the answers.
+    """
+
+    def __init__(self, vocab: int) -> None:
+        self.vocab = vocab
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        scores[:, self.vocab :] = -float("inf")
+        return scores
+
+
 def banned_ids(tokenizer: Any, conv: Any) -> list[list[int]]:
     """Token sequences that could form a stop string (the separator and '#'), banned to force full-length answers."""
     out = []
@@ -72,9 +88,10 @@ def conversation(turns: int, reuse_cache: bool, model: Any, vis: Any, new_tokens
         embs = chat.get_context_emb(probe.get_prompt(), img_list)
         context, reused = embs.shape[1], 0 if cached is None or not reuse_cache else cached.common_prefix(embs)
         streamer = TimingStreamer()
-        chat.answer(
+        answer = chat.answer(
             conv, img_list, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
             repetition_penalty=1.0, bad_words_ids=bad, streamer=streamer, max_length=2000,
+            logits_processor=LogitsProcessorList([TokenizerVocabOnly(len(chat.tokenizer))]),
         )  # fmt: skip
         end = time.perf_counter()
         tt = streamer.token_times
@@ -84,6 +101,7 @@ def conversation(turns: int, reuse_cache: bool, model: Any, vis: Any, new_tokens
                 "context_tokens": context,
                 "cached_tokens_before": None if cached is None else int(cached.embeds.shape[1]),
                 "reused_tokens": reused,
+                "answer_words": len(answer.text.split()),
                 "ttft_s": tt[0] - streamer.start,
                 "new_tokens": len(tt),
                 "total_s": end - streamer.start,
