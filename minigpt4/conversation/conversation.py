@@ -231,11 +231,9 @@ class _TokenStreamer(BaseStreamer):
 
     def __init__(self) -> None:
         self.queue: queue.Queue[Tensor | None] = queue.Queue()
-        self.prompt_seen = False
 
     def put(self, value: Tensor) -> None:
-        if not self.prompt_seen:  # generate first passes the prompt ids (empty when starting from embeddings)
-            self.prompt_seen = True
+        if value.dim() > 1:  # the prompt ids [B, T] (empty when starting from embeddings); new tokens are [B]
             return
         self.queue.put(value.reshape(-1).cpu())
 
@@ -284,8 +282,13 @@ class Chat:
         reuse_cache: keep each conversation's key/value cache between turns.
     """
 
-    def __init__(self, model: Any, vis_processor: Callable[[Image.Image], Tensor], device: Any = "cuda:0",
-                 reuse_cache: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: Any,
+        vis_processor: Callable[[Image.Image], Tensor],
+        device: Any = "cuda:0",
+        reuse_cache: bool = True,
+    ) -> None:
         self.model = model
         self.vis_processor = vis_processor
         self.device = torch.device(device)
@@ -355,10 +358,17 @@ class Chat:
             parts += [image.to(seg), seg]
         return torch.cat(parts, dim=1)  # [1, T, D]
 
-    def _prepare(self, conv: Conversation, img_list: Sequence[Tensor], max_new_tokens: int, max_length: int
-                 ) -> tuple[Tensor, bool]:  # fmt: skip
+    def _prepare(
+        self, conv: Conversation, img_list: Sequence[Tensor], max_new_tokens: int, max_length: int
+    ) -> tuple[Tensor, bool]:
+        if max_new_tokens >= max_length:
+            raise ValueError(f"max_new_tokens ({max_new_tokens}) must be smaller than max_length ({max_length})")
         conv.append_message(conv.roles[1], None)
-        embs = self.get_context_emb(conv.get_prompt(), img_list)
+        try:
+            embs = self.get_context_emb(conv.get_prompt(), img_list)
+        except Exception:
+            conv.messages.pop()
+            raise
         overflow = embs.shape[1] + max_new_tokens - max_length
         if overflow > 0:
             logger.warning(
@@ -477,8 +487,9 @@ class Chat:
         """``answer(..., stream=True)``."""
         return self.answer(conv, img_list, stream=True, **kwargs)  # type: ignore[return-value]
 
-    def _stream_pieces(self, stream: AnswerStream, conv: Conversation, embs: Tensor, truncated: bool,
-                       kwargs: dict[str, Any]) -> Iterator[str]:  # fmt: skip
+    def _stream_pieces(
+        self, stream: AnswerStream, conv: Conversation, embs: Tensor, truncated: bool, kwargs: dict[str, Any]
+    ) -> Iterator[str]:
         """Run ``generate`` in a thread and yield the visible text as it grows (the stop string never shows)."""
         stops = conv.stop_strings
         streamer = _TokenStreamer() if kwargs.get("num_beams", 1) == 1 else None

@@ -284,3 +284,13 @@ def test_llama2_template_answers_until_eos(chat, image):
     conv.append_message(conv.roles[1], None)
     first_turn = SYSTEM + "<s>[INST] <Img><ImageHere></Img> describe the image [/INST] "
     assert conv.get_prompt() == first_turn + answer.text + "<s>[INST] and then? [/INST] "
+
+
+def test_bad_requests_leave_the_conversation_unchanged(chat, image):
+    conv, imgs = _start(chat, image)
+    before = [list(m) for m in conv.messages]
+    with pytest.raises(ValueError, match="max_length"):
+        chat.answer(conv, imgs, max_new_tokens=50, max_length=50)
+    with pytest.raises(ValueError, match="placeholders"):
+        chat.answer(conv, [], **GREEDY)
+    assert conv.messages == before
