@@ -38,7 +38,9 @@ def test_folder_batched_then_resumed(tiny_eval_cfg, folder, tmp_path, monkeypatc
     assert all(r["prompt"] == caption.DEFAULT_PROMPT and isinstance(r["answer"], str) for r in records)
     # batched answers equal one-at-a-time answers (greedy, left padding)
     single = tmp_path / "single.jsonl"
-    caption.main(["--cfg-path", str(tiny_eval_cfg), "--images", str(folder), "--out", str(single), *GEN])
+    caption.main(
+        ["--cfg-path", str(tiny_eval_cfg), "--images", str(folder), "--out", str(single), "--batch-size", "1", *GEN]
+    )
     assert _read(single) == records
 
     # a re-run captions nothing; a new image is the only one captioned
