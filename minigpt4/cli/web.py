@@ -165,6 +165,7 @@ def build_demo(
     max_image_mb: float = 20.0,
     max_image_pixels: int = 64_000_000,
     max_length: int = 2000,
+    session_ttl: float | None = 3600,
 ):
     """The Gradio Blocks of the demo (not launched).
 
@@ -173,6 +174,8 @@ def build_demo(
         template: the chat template every new conversation starts from.
         max_image_mb / max_image_pixels: larger uploads are refused with a message.
         max_length: context + new tokens; older context is dropped (with a notice) beyond it.
+        session_ttl: seconds a session's conversation (with its key/value cache) is kept after its last
+            answer; None keeps it until the session ends.
     """
     import gradio as gr
 
@@ -192,7 +195,7 @@ def build_demo(
                 max_new_tokens = gr.Slider(16, 1024, value=300, step=16, label="max new tokens", interactive=True)
                 status = gr.Textbox(label="Status", interactive=False, elem_id="status")
             with gr.Column(scale=2):
-                conv_state = gr.State(None)
+                conv_state = gr.State(None, time_to_live=session_ttl)
                 img_state = gr.State(None)
                 chatbot = gr.Chatbot(label=TITLE, elem_id="chatbot")
                 question = gr.Textbox(
@@ -228,6 +231,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-image-mb", type=float, default=20.0, help="largest accepted upload")
     parser.add_argument("--max-length", type=int, default=2000, help="context + new tokens kept per conversation")
     parser.add_argument("--seed", type=int, default=None, help="seed the sampling (reproducible sessions)")
+    parser.add_argument(
+        "--session-ttl", type=float, default=3600, help="seconds an idle conversation (and its cache) is kept"
+    )
     return parser.parse_args(argv)
 
 
@@ -239,7 +245,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.seed is not None:
         torch.manual_seed(args.seed)
     loaded = load_chat(args)
-    demo = build_demo(loaded.chat, loaded.template, max_image_mb=args.max_image_mb, max_length=args.max_length)
+    demo = build_demo(
+        loaded.chat,
+        loaded.template,
+        max_image_mb=args.max_image_mb,
+        max_length=args.max_length,
+        session_ttl=args.session_ttl,
+    )
     demo.queue(default_concurrency_limit=args.concurrency)
     demo.launch(
         server_name=args.host,
