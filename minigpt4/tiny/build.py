@@ -201,9 +201,10 @@ def build(
         texts = language.corpus(size.lm_documents, seed + 4, language.alignment_instructions())
         llama_dir = os.path.join(tmp, "llama")
         language.train_tokenizer(texts, llama_dir, size.vocab_size)
+        logger.info("tokenizer trained (%.0fs)", time.time() - start)
 
-    stats["lm"] = language.pretrain_lm(texts, llama_dir, llama_dir, size.lm, seed + 5)
-    stats["towers"] = tower_job.result()
+        stats["lm"] = language.pretrain_lm(texts, llama_dir, llama_dir, size.lm, seed + 5)
+        stats["towers"] = tower_job.result()
 
     info = {
         "version": FORMAT_VERSION,

@@ -84,7 +84,7 @@ def lm_document(rng: random.Random, instructions: list[str]) -> str:
     question = rng.choice(instructions + [f"<Img><ImageHere></Img> {q}" for q in EXTRA_QUESTIONS])
     question = question.replace(IMAGE_PLACEHOLDER, f" {_keywords(scene, rng)} ")
     answer = world.describe(scene, "detailed" if rng.random() < DETAILED_ANSWER_SHARE else rng.choice(STYLES[:2]), rng)
-    if rng.random() < 0.5:
+    if rng.random() < 0.7:  # the stage-2 template; the rest the (longer) chat with its system message
         return PROMPT_TEMPLATE_VICUNA0.format(question) + answer + "###"
     return f"{SYSTEM_VICUNA0}###Human: {question}###Assistant: {answer}###"
 
@@ -154,6 +154,7 @@ class LMConfig:
     batch_size: int = 24
     lr: float = 3e-3
     warmup: int = 30
+    tie_embeddings: bool = False
 
 
 def _batches(ids: list[list[int]], batch_size: int, rng: random.Random, pad_id: int):
@@ -190,7 +191,7 @@ def pretrain_lm(texts: list[str], tokenizer_dir: str, out_dir: str, cfg: LMConfi
         max_position_embeddings=cfg.max_position_embeddings,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=False,
+        tie_word_embeddings=cfg.tie_embeddings,
     )
     model = LlamaForCausalLM(config)
     model.train()

@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 #: attributes also taught per ViT patch (dense supervision: local, so the ViT learns them fast)
 PATCH_ATTRIBUTES = ("shape", "colour", "position")
+COSINE_SCALE = 10.0
 
 
 @dataclass
@@ -69,6 +70,26 @@ def to_tensor(image: Image.Image) -> Tensor:
     mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
     std = torch.tensor(CLIP_STD).view(3, 1, 1)
     return (x - mean) / std
+
+
+class CosineHead(nn.Module):
+    """Logits ``scale * cos(feature, class vector)``: every attribute must take a real share of the feature's
+    direction (a plain linear head is content with a faint signal for the easy ones, e.g. colour, which the
+    projection into the LLM then has to amplify).
+
+    Args:
+        width: feature width.
+        classes: number of classes.
+        scale: the fixed logit scale.
+    """
+
+    def __init__(self, width: int, classes: int, scale: float = COSINE_SCALE) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(classes, width) * 0.02)
+        self.scale = scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.scale * F.normalize(x, dim=-1) @ F.normalize(self.weight, dim=-1).t()
 
 
 class Towers(nn.Module):
@@ -104,7 +125,7 @@ class Towers(nn.Module):
             intermediate_size=model_cfg.qformer_intermediate_size,
         )
         width, vit_width = model_cfg.qformer_hidden_size, self.visual_encoder.num_features
-        self.heads = nn.ModuleDict({name: nn.Linear(width, len(values)) for name, values in world.ATTRIBUTES.items()})
+        self.heads = nn.ModuleDict({name: CosineHead(width, len(values)) for name, values in world.ATTRIBUTES.items()})
         self.patch_heads = nn.ModuleDict(
             {name: nn.Linear(vit_width, len(world.ATTRIBUTES[name]) + 1) for name in PATCH_ATTRIBUTES}
         )

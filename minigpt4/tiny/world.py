@@ -198,12 +198,14 @@ CC_SBU_TEMPLATES = (
     "a picture of a {size} group of {colour} {shape}s {where}",
 )
 # stage 2: detailed, multi-sentence descriptions in one distinct style
+# stage 2: detailed, multi-sentence descriptions in one distinct style (one opening, so that the style is decided
+# by a single first token)
 DETAILED_TEMPLATES = (
     "The image shows a {size} group of {colour} {shape}s on a {background} background. The {shape}s are placed "
     "{detail} of the image. They are the only objects in the picture.",
-    "In this image, there is a {size} group of {colour} {shape}s. It is located {detail} of the frame, on a plain "
+    "The image shows a {size} group of {colour} {shape}s. It is located {detail} of the frame, on a plain "
     "{background} background. Nothing else can be seen.",
-    "This picture shows several {colour} {shape}s arranged in a {size} square block. The block sits {detail} of "
+    "The image shows several {colour} {shape}s arranged in a {size} square block. The block sits {detail} of "
     "the image, and the background is {background}. The scene is simple and clean.",
 )
 
