@@ -31,6 +31,7 @@ UPLOAD_LABEL = "Upload & Start Chat"
 STARTED_LABEL = "Start Chatting"
 GENERATING = "Generating..."
 READY = "Ready."
+EMPTY_ANSWER = "*(empty answer: the model stopped at once)*"
 TRUNCATED_NOTICE = "The conversation is long: its oldest part was dropped."
 
 
@@ -134,7 +135,7 @@ class DemoHandlers:
             for piece in stream:
                 chatbot[-1] = {"role": "assistant", "content": chatbot[-1]["content"] + piece}
                 yield chatbot, conv, GENERATING + notice
-            chatbot[-1] = {"role": "assistant", "content": stream.text or ""}
+            chatbot[-1] = {"role": "assistant", "content": stream.text or EMPTY_ANSWER}
             answers = sum(1 for role, _ in conv.messages if role == conv.roles[1])
             yield chatbot, conv, f"{READY} ({answers} {'answer' if answers == 1 else 'answers'}){notice}"
         except Exception as err:  # the app keeps serving other sessions
