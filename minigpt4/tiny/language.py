@@ -3,7 +3,9 @@
 The published MiniGPT-4 freezes Vicuna, an LLM that already speaks English and knows the ``###Human: ...
 ###Assistant: ...`` conversation format. The tiny world imitates that with a short causal-LM pretraining on:
 
-- captions and detailed descriptions on their own (the language);
+- captions and detailed descriptions on their own (the language), and the same scene told twice in two styles
+  (so the LLM learns to recall every attribute from its context, not only the shape that a detailed description
+  repeats);
 - the same texts after a bag of attribute words, with and without ``<Img> ... </Img>`` around it
   (``<Img> circle red left small white </Img> a red circle on the left``): the LLM learns to describe what its
   context holds, the skill MiniGPT-4 relies on when the projected image tokens take the place of those words;
@@ -74,9 +76,12 @@ def lm_document(rng: random.Random, instructions: list[str]) -> str:
     """One pretraining text (without bos/eos) about a random scene, in one of the formats described above."""
     scene = world.sample_scene(rng)
     kind = rng.random()
-    if kind < 0.15:  # the language alone
+    if kind < 0.1:  # the language alone
         return world.describe(scene, rng.choice(STYLES), rng) + "\n"
-    if kind < 0.55:  # describe what the context holds
+    if kind < 0.35:  # the same scene told twice: recall every attribute from the context
+        first, second = rng.sample(STYLES, 2)
+        return f"{world.describe(scene, first, rng)}\n{world.describe(scene, second, rng)}\n"
+    if kind < 0.6:  # describe what the context holds
         keywords = _keywords(scene, rng)
         context = f"<Img> {keywords} </Img>" if rng.random() < 0.5 else keywords
         return f"{context} {world.describe(scene, rng.choice(STYLES), rng)}\n"
@@ -150,7 +155,7 @@ class LMConfig:
     num_heads: int = 4
     max_position_embeddings: int = 256
     vocab_size: int = 1024
-    steps: int = 400
+    steps: int = 1000
     batch_size: int = 24
     lr: float = 3e-3
     warmup: int = 30
