@@ -101,8 +101,10 @@ class DemoPage:
         self.page.wait_for_selector("#upload-button")
 
     def upload(self, path: Path) -> None:
+        """Choose the file once the upload box is empty (a reset or a refusal clears it), then start."""
+        self.page.wait_for_function("() => !document.querySelector('#image-upload').innerText.includes('.png')")
         self.page.set_input_files("#image-upload input[type=file]", str(path))
-        self.page.wait_for_selector(f"#image-upload :text('{path.name}')")
+        self.page.wait_for_selector(f"#image-upload [aria-label='{path.name}']")
         self.page.click("#upload-button")
 
     def wait_chat_ready(self) -> None:
