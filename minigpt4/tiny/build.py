@@ -68,8 +68,8 @@ class WorldSize:
             align=120,
             heldout=60,
             lm_documents=3000,
-            lm=language.LMConfig(steps=250),
-            towers=towers.TowerConfig(images=1500, steps=200),
+            lm=language.LMConfig(steps=500),
+            towers=towers.TowerConfig(images=1500, steps=400),
         )
 
 

@@ -4,7 +4,7 @@
 [--heldout tiny_world/heldout] [--limit N] [--json report.json] [--options model.ckpt=...]``
 
 For every held-out image the model writes a description (greedy); for each attribute (shape, colour, position,
-size, background) the report gives how often the description names the right value and no other value of that
+size) the report gives how often the description names the right value and no other value of that
 attribute, next to chance level (1 / number of values). It also gives the mean loss of the model on the held-out
 reference texts (the detailed description under the stage-2 template, or the terse caption for ``stage1``) and the
 style of the answers (words, sentences), which is what stage 2 changes.

@@ -7,7 +7,7 @@ The published MiniGPT-4 freezes Vicuna, an LLM that already speaks English and k
   (so the LLM learns to recall every attribute from its context, not only the shape that a detailed description
   repeats);
 - the same texts after a bag of attribute words, with and without ``<Img> ... </Img>`` around it
-  (``<Img> circle red left small white </Img> a red circle on the left``): the LLM learns to describe what its
+  (``<Img> circle red left small </Img> small group of red circles on the left``): the LLM learns to describe what its
   context holds, the skill MiniGPT-4 relies on when the projected image tokens take the place of those words;
 - conversations in the published formats (the stage-2 template and the Vicuna v0 chat with its system prompt)
   whose answers are mostly, not always, detailed: the LLM knows how to answer, and stage 2 teaches the image
@@ -67,7 +67,7 @@ def alignment_instructions(repo_root: str | None = None) -> list[str]:
 
 
 def _keywords(scene: world.Scene, rng: random.Random) -> str:
-    words = list(scene.labels().values())
+    words = [getattr(scene, name) for name in world.ATTRIBUTES]
     rng.shuffle(words)
     return " ".join(words)
 

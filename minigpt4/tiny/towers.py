@@ -5,7 +5,7 @@ towers must already carry visual information, as the published ones do. Here the
 *supervised* pretraining of the ViT, ``ln_vision``, the Q-Former and ``query_tokens`` together, with throw-away
 linear classifiers:
 
-- per query output: every attribute (shape, colour, position, size, background), the same classifier for all
+- per query output: every attribute (shape, colour, position, size), the same classifier for all
   queries, so that every image token MiniGPT-4 hands to the LLM carries the whole description;
 - per ViT patch: the shape, colour and position of the shapes on that patch (class 0 = background). This dense,
   local signal is what makes training fast: a ViT trained only from image-level labels has to discover where the
@@ -51,7 +51,7 @@ class TowerConfig:
     """Schedule of the towers' pretraining (their sizes come from the tiny model's default YAML)."""
 
     images: int = 3000
-    steps: int = 400
+    steps: int = 700
     batch_size: int = 32
     lr: float = 3e-3
     warmup: int = 20

@@ -35,13 +35,14 @@ POSITIONS = ("left", "right", "top", "bottom", "center")
 SIZES = ("small", "large")
 BACKGROUNDS = ("white", "black", "gray")
 
-#: attribute name -> its values (each value is one word in every text of the world)
+#: attribute name -> its values (each value is one word in every text of the world); the background varies too
+#: but is never named: with two colour words per text the tiny LLM confuses the object's colour with the
+#: background's
 ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "shape": SHAPES,
     "colour": COLOURS,
     "position": POSITIONS,
     "size": SIZES,
-    "background": BACKGROUNDS,
 }
 
 RGB = {
@@ -99,7 +100,8 @@ class Scene:
 
 def sample_scene(rng: random.Random) -> Scene:
     """A scene with every attribute drawn uniformly (so chance level is 1 / number of values)."""
-    return Scene(**{name: rng.choice(values) for name, values in ATTRIBUTES.items()})
+    values = {name: rng.choice(values) for name, values in ATTRIBUTES.items()}
+    return Scene(**values, background=rng.choice(BACKGROUNDS))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -187,26 +189,25 @@ def jpeg_bytes(image: Image.Image, quality: int = 92) -> bytes:
 LAION_TEMPLATES = (
     "{colour} {shape}s {where}",
     "a {size} group of {colour} {shape}s {where}",
-    "{colour} {shape}s {where} on a {background} background",
-    "{size} group of {colour} {shape}s {where}, {background} background",
+    "{colour} {shape}s {where}, {size} group",
+    "{size} group of {colour} {shape}s {where}",
 )
 # stage 1, source "cc_sbu": short sentences
 CC_SBU_TEMPLATES = (
     "a group of {colour} {shape}s {where} of the picture",
-    "a {size} group of {colour} {shape}s {where} of a {background} picture",
+    "a {size} group of {colour} {shape}s {where} of the picture",
     "there are {colour} {shape}s {where}",
     "a picture of a {size} group of {colour} {shape}s {where}",
 )
-# stage 2: detailed, multi-sentence descriptions in one distinct style
 # stage 2: detailed, multi-sentence descriptions in one distinct style (one opening, so that the style is decided
 # by a single first token)
 DETAILED_TEMPLATES = (
-    "The image shows a {size} group of {colour} {shape}s on a {background} background. The {shape}s are placed "
+    "The image shows a {size} group of {colour} {shape}s on a plain background. The {shape}s are placed "
     "{detail} of the image. They are the only objects in the picture.",
     "The image shows a {size} group of {colour} {shape}s. It is located {detail} of the frame, on a plain "
-    "{background} background. Nothing else can be seen.",
+    "background. Nothing else can be seen.",
     "The image shows several {colour} {shape}s arranged in a {size} square block. The block sits {detail} of "
-    "the image, and the background is {background}. The scene is simple and clean.",
+    "the image. The scene is simple and clean.",
 )
 
 CAPTION_TEMPLATES = {"laion": LAION_TEMPLATES, "cc_sbu": CC_SBU_TEMPLATES, "detailed": DETAILED_TEMPLATES}
