@@ -25,11 +25,16 @@ step "3/5 stage 2: python train.py (from the stage-1 checkpoint)"
 OMP_NUM_THREADS="${STAGE2_THREADS:-1}" $PY train.py --cfg-path train_configs/minigpt4_tiny_stage2_finetune.yaml
 
 step "4/5 evaluation on the held-out images"
-echo "--- after stage 1 (stage-1 checkpoint, chat prompt):"
-$PY -m minigpt4.tiny.evaluate --cfg-path eval_configs/minigpt4_tiny_eval.yaml \
-  --json output/tiny_eval/stage1_chat.json --options model.ckpt=output/tiny_stage1/tiny_stage1/checkpoint_1.pth
-echo "--- after stage 2 (chat prompt):"
-$PY -m minigpt4.tiny.evaluate --cfg-path eval_configs/minigpt4_tiny_eval.yaml --json output/tiny_eval/stage2_chat.json
+EVAL="$PY -m minigpt4.tiny.evaluate --cfg-path eval_configs/minigpt4_tiny_eval.yaml"
+S1="model.ckpt=output/tiny_stage1/tiny_stage1/checkpoint_1.pth"
+echo "--- after stage 1, asked as in stage 1 (no prompt):"
+$EVAL --prompt stage1 --json output/tiny_eval/stage1_stage1.json --options "$S1" 2>/dev/null
+echo "--- after stage 1, asked with the stage-2 template (style before stage 2):"
+$EVAL --prompt stage2 --json output/tiny_eval/stage1_stage2.json --options "$S1" 2>/dev/null
+echo "--- after stage 2, stage-2 template:"
+$EVAL --prompt stage2 --json output/tiny_eval/stage2_stage2.json 2>/dev/null
+echo "--- after stage 2, Vicuna v0 chat prompt (system message):"
+$EVAL --prompt chat --json output/tiny_eval/stage2_chat.json 2>/dev/null
 
 step "5/5 one chat answer about a held-out image"
 if $PY -c "import minigpt4.cli.chat" 2>/dev/null; then

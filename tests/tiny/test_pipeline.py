@@ -72,28 +72,29 @@ def test_losses_fall(trained):
         assert sum(losses[-2:]) / 2 < 0.7 * losses[0], losses
 
 
-def test_heldout_descriptions_name_what_is_seen(trained, tmp_path):
+def _evaluate(world: str, ckpt: str, prompt: str, out: str, limit: int | None = None) -> dict:
     from minigpt4.tiny import evaluate
 
-    world, s1, s2 = trained
-    report = evaluate.main(
-        [
-            "--cfg-path",
-            os.path.join(REPO, EVAL),
-            "--heldout",
-            f"{world}/heldout",
-            "--prompt",
-            "stage2",
-            "--json",
-            str(tmp_path / "report.json"),
-            "--options",
-            f"model.ckpt={s2['last_checkpoint']}",
-            f"model.prompt_path={REPO}/prompts/alignment.txt",
-            *_world_options(world),
-        ]
-    )
-    assert json.loads((tmp_path / "report.json").read_text())["accuracy"] == report["accuracy"]
+    argv = ["--cfg-path", os.path.join(REPO, EVAL), "--heldout", f"{world}/heldout", "--prompt", prompt]
+    argv += ["--json", out] + (["--limit", str(limit)] if limit else [])
+    argv += ["--options", f"model.ckpt={ckpt}", *_world_options(world)]
+    report = evaluate.main(argv)
+    with open(out) as f:
+        assert json.load(f)["accuracy"] == report["accuracy"]
+    return report
+
+
+def test_heldout_descriptions_name_what_is_seen(trained, tmp_path):
+    world, s1, _ = trained
+    report = _evaluate(world, s1["last_checkpoint"], "stage1", str(tmp_path / "stage1.json"))
     accuracy, chance = report["accuracy"], report["chance"]
     assert accuracy["shape"] >= chance["shape"] + 0.4, report
     assert accuracy["colour"] >= chance["colour"] + 0.1, report
-    assert report["style"]["multi_sentence_share"] >= 0.3, report["examples"]  # stage 2's detailed style
+
+
+def test_stage2_answers_in_the_detailed_style(trained, tmp_path):
+    world, s1, s2 = trained
+    before = _evaluate(world, s1["last_checkpoint"], "stage2", str(tmp_path / "before.json"), limit=30)
+    after = _evaluate(world, s2["last_checkpoint"], "stage2", str(tmp_path / "after.json"), limit=30)
+    assert after["style"]["multi_sentence_share"] >= 0.3, after["examples"]
+    assert after["style"]["mean_words"] > before["style"]["mean_words"], (before["examples"], after["examples"])
