@@ -22,8 +22,9 @@ import logging
 import os
 import random
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -48,11 +49,21 @@ def step_checkpoint_name(global_step: int) -> str:
 
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
     """``torch.save`` to a temporary file next to ``path``, fsync, then rename it over ``path``."""
+    _atomic_write(path, "wb", lambda handle: torch.save(obj, handle))
+
+
+def atomic_write_text(text: str, path: str | os.PathLike[str]) -> None:
+    """Write a small text file atomically (same scheme as :func:`atomic_save`)."""
+    _atomic_write(path, "w", lambda handle: handle.write(text))
+
+
+def _atomic_write(path: str | os.PathLike[str], mode: str, write: Callable[[IO[Any]], Any]) -> None:
+    """Write through ``write`` into a temporary file in ``path``'s folder, fsync it, rename it over ``path``."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=TMP_SUFFIX, dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -61,22 +72,6 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
             os.remove(tmp)
         raise
     _fsync_dir(path.parent)
-
-
-def atomic_write_text(text: str, path: str | os.PathLike[str]) -> None:
-    """Write a small text file atomically (same scheme as :func:`atomic_save`)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=TMP_SUFFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _fsync_dir(folder: Path) -> None:

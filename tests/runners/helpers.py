@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from tests.datasets.shard_utils import good_members, write_align_folder, write_good_shards, write_tar
-from tests.models.builders import SENTENCES, TINY_QFORMER, TINY_VIT, build_assets
+from tests.models.builders import SENTENCES, TINY_VIT, build_assets, tiny_model_cfg
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRAIN_PY = REPO_ROOT / "train.py"
@@ -52,22 +52,7 @@ def write_laion_shards(folder: Path) -> None:
 
 
 def model_section(world: dict[str, Any], **overrides: Any) -> dict[str, Any]:
-    assets = world["assets"]
-    cfg = {
-        "arch": "mini_gpt4",
-        "model_type": "tiny",
-        **TINY_VIT,
-        **TINY_QFORMER,
-        "vit_precision": "fp32",
-        "torch_dtype": "float32",
-        "vit_path": assets["vit_path"],
-        "q_former_model": assets["q_former_model"],
-        "llama_model": assets["llama_model"],
-        "max_txt_len": 16,
-        "end_sym": "\n",
-    }
-    cfg.update(overrides)
-    return cfg
+    return tiny_model_cfg(world["assets"], **overrides)
 
 
 def _processors() -> dict[str, Any]:
