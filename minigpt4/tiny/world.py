@@ -1,16 +1,16 @@
 """The tiny world's visual vocabulary, its images and the language that describes them.
 
-A scene is a square block of identical small shapes (one per cell of an 8 x 8 board) on a plain background. Five attributes, each with a small set of values, make the
-vocabulary the tiny model has to learn to *see* and to *name*:
+A scene is a block of identical small shapes (one per cell of an 8 x 8 board) on a plain background. Four
+attributes, each with a small set of values, make the vocabulary the tiny model has to learn to *see* and to *name*:
 
 ======== =================================================
 shape    circle, square, triangle, star
 colour   red, green, blue, yellow, purple
 position left, right, top, bottom, center
 size     small, large
-bg       white, black, gray
 ======== =================================================
 
+The background (white, black, gray) varies too but is never named.
 Each value is named by exactly one word in every text the world writes, so an evaluation can read the attribute
 values back out of a generated description (:func:`mentioned_values`).
 
@@ -206,7 +206,7 @@ DETAILED_TEMPLATES = (
     "{detail} of the image. They are the only objects in the picture.",
     "The image shows a {size} group of {colour} {shape}s. It is located {detail} of the frame, on a plain "
     "background. Nothing else can be seen.",
-    "The image shows several {colour} {shape}s arranged in a {size} square block. The block sits {detail} of "
+    "The image shows several {colour} {shape}s arranged in a {size} tight block. The block sits {detail} of "
     "the image. The scene is simple and clean.",
 )
 
