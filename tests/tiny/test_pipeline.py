@@ -55,7 +55,7 @@ def trained(tiny_world, tmp_path_factory):
                 f"model.ckpt={s1['last_checkpoint']}",
                 f"datasets.cc_sbu_align.build_info.storage={tiny_world}/cc_sbu_align",
                 f"run.output_dir={out}/stage2",
-                "run.iters_per_epoch=80",
+                "run.iters_per_epoch=150",
                 "run.log_freq=5",
             ]
         )
