@@ -155,7 +155,7 @@ class LMConfig:
     num_heads: int = 4
     max_position_embeddings: int = 256
     vocab_size: int = 1024
-    steps: int = 1000
+    steps: int = 2500
     batch_size: int = 24
     lr: float = 3e-3
     warmup: int = 30
