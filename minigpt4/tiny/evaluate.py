@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import re
+import sys
 import time
 from typing import Any
 
@@ -149,10 +150,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | str:
     model, vis_processor = load_model(cfg)
     if args.image:
         answer = answer_one(model, vis_processor, args.image, args.prompt, args.question)
-        print(f"Q: {args.question}\nA: {answer}")  # noqa: T201 (command-line output)
+        sys.stdout.write(f"Q: {args.question}\nA: {answer}\n")
         return answer
     report = evaluate(model, vis_processor, args.heldout, args.prompt, args.limit, args.batch_size, args.question)
-    print(format_report(report))  # noqa: T201 (command-line output)
+    sys.stdout.write(format_report(report) + "\n")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w", encoding="utf-8") as f:
