@@ -33,13 +33,11 @@ def write_vit(path: str, model_cfg: Any, seed: int = 0) -> str:
     """A random ``eva_vit_g.pth``-format state dict of the configured ViT."""
     if os.path.exists(path):
         return path
+    from minigpt4.models.blip2 import vit_sizes
     from minigpt4.models.eva_vit import create_eva_vit_g
 
     torch.manual_seed(seed)
-    vit = create_eva_vit_g(
-        model_cfg.image_size, 0.0, False, "fp32", None, width=model_cfg.vit_width, depth=model_cfg.vit_depth,
-        num_heads=model_cfg.vit_heads, mlp_dim=model_cfg.vit_mlp_dim, patch_size=model_cfg.vit_patch_size,
-    )  # fmt: skip
+    vit = create_eva_vit_g(model_cfg.image_size, 0.0, False, "fp32", None, **vit_sizes(model_cfg))
     torch.save(vit.state_dict(), path + ".tmp")
     os.replace(path + ".tmp", path)
     return path

@@ -28,6 +28,27 @@ class LayerNorm(nn.LayerNorm):
         return super().forward(x.float()).to(orig_type)
 
 
+def vit_sizes(cfg: Any) -> dict[str, int]:
+    """The EVA ViT size arguments of a ``model`` section (``vit_width``, ``vit_depth``, ...)."""
+    return {
+        "width": cfg.vit_width,
+        "depth": cfg.vit_depth,
+        "num_heads": cfg.vit_heads,
+        "mlp_dim": cfg.vit_mlp_dim,
+        "patch_size": cfg.vit_patch_size,
+    }
+
+
+def qformer_sizes(cfg: Any) -> dict[str, int]:
+    """The Q-Former size arguments of a ``model`` section (``qformer_hidden_size``, ...)."""
+    return {
+        "hidden_size": cfg.qformer_hidden_size,
+        "num_hidden_layers": cfg.qformer_num_layers,
+        "num_attention_heads": cfg.qformer_num_heads,
+        "intermediate_size": cfg.qformer_intermediate_size,
+    }
+
+
 class Blip2Base(BaseModel):
     """Shared constructors of BLIP-2 style models (vision encoder, Q-Former, checkpoint loading)."""
 

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from minigpt4.common.constants import IGNORE_INDEX, IMAGE_PLACEHOLDER, LLAMA2_PATCH_GROUP, PAD_TOKEN
 from minigpt4.common.registry import registry
 from minigpt4.models.base_model import freeze, resolve_model_path
-from minigpt4.models.blip2 import Blip2Base
+from minigpt4.models.blip2 import Blip2Base, qformer_sizes, vit_sizes
 
 logger = logging.getLogger(__name__)
 
@@ -187,11 +187,7 @@ class MiniGPT4(Blip2Base):
             cfg.use_grad_checkpoint,
             vit_precision,
             path=cfg.vit_path,
-            width=cfg.vit_width,
-            depth=cfg.vit_depth,
-            num_heads=cfg.vit_heads,
-            mlp_dim=cfg.vit_mlp_dim,
-            patch_size=cfg.vit_patch_size,
+            **vit_sizes(cfg),
         )
         if cfg.freeze_vit:
             freeze(self.visual_encoder)
@@ -204,10 +200,7 @@ class MiniGPT4(Blip2Base):
             cfg.num_query_token,
             self.visual_encoder.num_features,
             cfg.cross_attention_freq,
-            hidden_size=cfg.qformer_hidden_size,
-            num_hidden_layers=cfg.qformer_num_layers,
-            num_attention_heads=cfg.qformer_num_heads,
-            intermediate_size=cfg.qformer_intermediate_size,
+            **qformer_sizes(cfg),
         )
         if cfg.q_former_model:
             self.load_from_pretrained(cfg.q_former_model)

@@ -101,7 +101,7 @@ class Towers(nn.Module):
 
     def __init__(self, model_cfg: Any) -> None:
         super().__init__()
-        from minigpt4.models.blip2 import Blip2Base
+        from minigpt4.models.blip2 import Blip2Base, qformer_sizes, vit_sizes
 
         self.visual_encoder, self.ln_vision = Blip2Base.init_vision_encoder(
             model_cfg.vit_model,
@@ -109,20 +109,13 @@ class Towers(nn.Module):
             0.0,
             False,
             "fp32",
-            width=model_cfg.vit_width,
-            depth=model_cfg.vit_depth,
-            num_heads=model_cfg.vit_heads,
-            mlp_dim=model_cfg.vit_mlp_dim,
-            patch_size=model_cfg.vit_patch_size,
+            **vit_sizes(model_cfg),
         )
         self.Qformer, self.query_tokens = Blip2Base.init_Qformer(
             model_cfg.num_query_token,
             self.visual_encoder.num_features,
             model_cfg.cross_attention_freq,
-            hidden_size=model_cfg.qformer_hidden_size,
-            num_hidden_layers=model_cfg.qformer_num_layers,
-            num_attention_heads=model_cfg.qformer_num_heads,
-            intermediate_size=model_cfg.qformer_intermediate_size,
+            **qformer_sizes(model_cfg),
         )
         width, vit_width = model_cfg.qformer_hidden_size, self.visual_encoder.num_features
         self.heads = nn.ModuleDict({name: CosineHead(width, len(values)) for name, values in world.ATTRIBUTES.items()})
