@@ -1,5 +1,6 @@
 """Chat latency: time to first token and decode tokens/s over three successive turns, with and without reuse of
-the conversation's key/value cache (``Chat(..., reuse_cache=True/False)``).
+the conversation's key/value cache (``Chat(..., reuse_cache=True/False)``), and with the cache but the published
+re-tokenization of earlier answers (``keep_answer_ids=False``).
 
     python -m bench.chat_bench --config bench_small --assets DIR --json-out out.json
 
@@ -61,6 +62,11 @@ class TokenizerVocabOnly(LogitsProcessor):
         return scores
 
 
+#: (name, reuse_cache, keep_answer_ids): the default chat, no cache, and the cache with the published
+#: re-tokenization of earlier answers (the cache then matches only up to the first answer)
+MODES = (("reuse_cache", True, True), ("recompute", False, True), ("reuse_cache_retokenized", True, False))
+
+
 def banned_ids(tokenizer: Any, conv: Any) -> list[list[int]]:
     """Token sequences that could form a stop string (the separator and '#'), banned to force full-length answers."""
     out = []
@@ -71,10 +77,12 @@ def banned_ids(tokenizer: Any, conv: Any) -> list[list[int]]:
     return out
 
 
-def conversation(turns: int, reuse_cache: bool, model: Any, vis: Any, new_tokens: int) -> list[dict[str, Any]]:
+def conversation(
+    turns: int, reuse_cache: bool, model: Any, vis: Any, new_tokens: int, keep_answer_ids: bool = True
+) -> list[dict[str, Any]]:
     from minigpt4.conversation.conversation import Chat, CONV_VISION_Vicuna0
 
-    chat = Chat(model, vis, device="cpu", reuse_cache=reuse_cache)
+    chat = Chat(model, vis, device="cpu", reuse_cache=reuse_cache, keep_answer_ids=keep_answer_ids)
     conv, img_list = CONV_VISION_Vicuna0.copy(), []
     image = torch.zeros(3, model.visual_encoder.image_size, model.visual_encoder.image_size)
     chat.upload_img(image, conv, img_list)
@@ -85,7 +93,7 @@ def conversation(turns: int, reuse_cache: bool, model: Any, vis: Any, new_tokens
         cached = getattr(conv, "kv_cache", None)
         probe = conv.copy()
         probe.append_message(probe.roles[1], None)
-        embs = chat.get_context_emb(probe.get_prompt(), img_list)
+        embs = chat.context_emb(probe, img_list)
         context, reused = embs.shape[1], 0 if cached is None or not reuse_cache else cached.common_prefix(embs)
         streamer = TimingStreamer()
         answer = chat.answer(
@@ -127,8 +135,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "loadavg": loadavg(),
     }
     conversation(1, True, model, vis, 4)  # warm-up
-    for mode, reuse in (("reuse_cache", True), ("recompute", False)):
-        runs = [conversation(args.turns, reuse, model, vis, args.new_tokens) for _ in range(args.repeats)]
+    for mode, reuse, keep_ids in MODES:
+        runs = [conversation(args.turns, reuse, model, vis, args.new_tokens, keep_ids) for _ in range(args.repeats)]
         merged = []
         for i in range(args.turns):
             per = sorted((r[i] for r in runs), key=lambda row: row["ttft_s"])

@@ -93,7 +93,7 @@ def chat_md(c: dict[str, Any]) -> list[str]:
         "| mode | turn | context tokens | reused from cache | time to first token ms | new tokens | tokens/s |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for mode in ("reuse_cache", "recompute"):
+    for mode in ("reuse_cache", "recompute", "reuse_cache_retokenized"):
         for t in c.get(mode, []):
             lines.append(
                 f"| {mode} | {t['turn']} | {t.get('context_tokens', '-')} | {t.get('reused_tokens', '-')} | "

@@ -32,6 +32,11 @@ def add_model_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-kv-cache", action="store_true", help="recompute the whole context at every turn (saves memory)"
     )
+    parser.add_argument(
+        "--retokenize-answers",
+        action="store_true",
+        help="feed earlier answers back as re-tokenized text (published) instead of the generated token ids",
+    )
     return parser
 
 
@@ -68,7 +73,13 @@ def load_chat(args: argparse.Namespace) -> LoadedChat:
     model.eval()
     vis_cfg = cfg.preprocess_cfg.vis_processor.eval
     vis_processor = registry.get_processor_class(vis_cfg.name).from_config(vis_cfg)
-    chat = Chat(model, vis_processor, device=device, reuse_cache=not args.no_kv_cache)
+    chat = Chat(
+        model,
+        vis_processor,
+        device=device,
+        reuse_cache=not args.no_kv_cache,
+        keep_answer_ids=not args.retokenize_answers,
+    )
     logger.info("model %s (%s) ready on %s", model_cfg.arch, model_cfg.model_type, device)
     return LoadedChat(chat, template_for(model_cfg), cfg)
 

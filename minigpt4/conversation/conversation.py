@@ -56,6 +56,15 @@ class SeparatorStyle(Enum):
     TWO = auto()
 
 
+class AnswerIds(NamedTuple):
+    """The generated token ids of one assistant message: ``text`` (the message they decode to), ``ids``, and
+    whether they also hold the separator that follows the message (the stop string the model generated)."""
+
+    text: str
+    ids: tuple[int, ...]
+    with_sep: bool
+
+
 @dataclasses.dataclass
 class Conversation:
     """A chat template and the messages of one conversation.
@@ -79,6 +88,8 @@ class Conversation:
     sep2: str | None = None
     kv_cache: PrefixCache | None = dataclasses.field(default=None, repr=False, compare=False)
     """Keys/values of the context the model has already seen (not copied by :meth:`copy`)."""
+    answer_ids: dict[int, AnswerIds] = dataclasses.field(default_factory=dict, repr=False, compare=False)
+    """Token ids the model generated for assistant messages, by message index (see :meth:`prompt_pieces`)."""
 
     def get_prompt(self) -> str:
         seps = [self.sep, self.sep] if self.sep_style == SeparatorStyle.SINGLE else [self.sep, self.sep2 or ""]
@@ -89,6 +100,27 @@ class Conversation:
             else:
                 prompt += role
         return prompt
+
+    def prompt_pieces(self) -> list[str | list[int]]:
+        """The prompt of :meth:`get_prompt` as text pieces and token-id pieces.
+
+        An assistant message whose generated token ids were kept (:attr:`answer_ids`, still matching the message
+        text) is given as those ids, so the model sees again exactly the tokens it produced (re-tokenizing the
+        decoded text can give other ids, e.g. at the space after ``Assistant:``); everything else is text.
+        Without kept ids this is ``[get_prompt()]``.
+        """
+        seps = [self.sep, self.sep] if self.sep_style == SeparatorStyle.SINGLE else [self.sep, self.sep2 or ""]
+        pieces: list[str | list[int]] = [self.system + seps[0]]
+        for i, (role, message) in enumerate(self.messages):
+            kept = self.answer_ids.get(i)
+            if message and kept is not None and kept.text == message:
+                pieces[-1] += role  # type: ignore[operator]
+                pieces += [list(kept.ids), "" if kept.with_sep else seps[i % 2]]
+            elif message:
+                pieces[-1] += role + message + seps[i % 2]  # type: ignore[operator]
+            else:
+                pieces[-1] += role  # type: ignore[operator]
+        return pieces
 
     def append_message(self, role: str, message: str | None) -> None:
         self.messages.append([role, message])
@@ -113,7 +145,9 @@ class Conversation:
 
     def copy(self) -> Conversation:
         """A fresh copy with its own message list and no cached context."""
-        return dataclasses.replace(self, messages=[list(m) for m in self.messages], kv_cache=None)
+        return dataclasses.replace(
+            self, messages=[list(m) for m in self.messages], kv_cache=None, answer_ids=dict(self.answer_ids)
+        )
 
     def dict(self) -> dict[str, Any]:
         return {
@@ -280,6 +314,10 @@ class Chat:
         vis_processor: maps a PIL image to a ``[3, H, W]`` tensor (the eval image processor).
         device: where images go.
         reuse_cache: keep each conversation's key/value cache between turns.
+        keep_answer_ids: feed earlier answers back as the token ids the model generated. With False, the
+            published behaviour, the whole prompt text is re-tokenized at every turn; its tokens can differ from
+            the generated ones (at the space after ``Assistant:``), which also stops the cache from matching
+            beyond the first answer.
     """
 
     def __init__(
@@ -288,11 +326,13 @@ class Chat:
         vis_processor: Callable[[Image.Image], Tensor],
         device: Any = "cuda:0",
         reuse_cache: bool = True,
+        keep_answer_ids: bool = True,
     ) -> None:
         self.model = model
         self.vis_processor = vis_processor
         self.device = torch.device(device)
         self.reuse_cache = reuse_cache
+        self.keep_answer_ids = keep_answer_ids
         self.tokenizer = model.llama_tokenizer
 
     # images -----------------------------------------------------------------------------------------------
@@ -338,25 +378,75 @@ class Chat:
             conv.append_message(conv.roles[0], text)
 
     # embeddings -------------------------------------------------------------------------------------------
-    def _tokens(self, text: str) -> Tensor:
-        ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
-        return ids.to(self.model.device)
-
     @torch.no_grad()
     def get_context_emb(self, prompt: str, img_list: Sequence[Tensor]) -> Tensor:
         """Input embeddings ``[1, T, D]``: ``bos``, then text segments interleaved with the image embeddings."""
-        segments = prompt.split(IMAGE_PLACEHOLDER)
-        if len(segments) != len(img_list) + 1:
-            raise ValueError(
-                f"the prompt has {len(segments) - 1} image placeholders but {len(img_list)} images were given"
-            )
-        bos = torch.tensor([[self.tokenizer.bos_token_id]], device=self.model.device)
-        seg_embs = [self.model.embed_tokens(torch.cat([bos, self._tokens(segments[0])], dim=1))]
-        seg_embs += [self.model.embed_tokens(self._tokens(seg)) for seg in segments[1:]]
-        parts = [seg_embs[0]]
-        for image, seg in zip(img_list, seg_embs[1:]):
-            parts += [image.to(seg), seg]
-        return torch.cat(parts, dim=1)  # [1, T, D]
+        return self.pieces_emb([prompt], img_list)
+
+    @torch.no_grad()
+    def pieces_emb(self, pieces: Sequence[str | Sequence[int]], img_list: Sequence[Tensor]) -> Tensor:
+        """Like :meth:`get_context_emb` for :meth:`Conversation.prompt_pieces`: text is split on
+        ``<ImageHere>`` and tokenized segment by segment, token-id pieces are used as they are."""
+        placeholders = sum(p.count(IMAGE_PLACEHOLDER) for p in pieces if isinstance(p, str))
+        if placeholders != len(img_list):
+            raise ValueError(f"the prompt has {placeholders} image placeholders but {len(img_list)} images were given")
+        images = iter(img_list)
+        runs: list[Tensor] = []
+        ids: list[int] = [self.tokenizer.bos_token_id]
+
+        def flush() -> None:
+            if ids:
+                runs.append(self.model.embed_tokens(torch.tensor([ids], device=self.model.device)))
+                ids.clear()
+
+        for piece in pieces:
+            if not isinstance(piece, str):
+                ids.extend(piece)
+                continue
+            for j, segment in enumerate(piece.split(IMAGE_PLACEHOLDER)):
+                if j:
+                    flush()
+                    runs.append(next(images))
+                if segment:
+                    ids.extend(self.tokenizer(segment, add_special_tokens=False).input_ids)
+        flush()
+        return torch.cat([run.to(runs[0]) for run in runs], dim=1)  # [1, T, D]
+
+    def context_emb(self, conv: Conversation, img_list: Sequence[Tensor]) -> Tensor:
+        """The embeddings of ``conv``'s prompt, with earlier answers as their generated ids when they are kept."""
+        if self.keep_answer_ids and conv.answer_ids:
+            return self.pieces_emb(conv.prompt_pieces(), img_list)
+        return self.get_context_emb(conv.get_prompt(), img_list)
+
+    def _keep_ids(self, conv: Conversation, tokens: Tensor) -> None:
+        """Remember the generated ids of the answer just added to ``conv`` (if they decode to exactly it)."""
+        index = len(conv.messages) - 1
+        conv.answer_ids.pop(index, None)
+        text = conv.messages[index][1]
+        if not self.keep_answer_ids or not text:
+            return
+        ids = tokens.tolist()
+        ends = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
+        while ids and ids[-1] in ends:
+            ids.pop()
+        stops = conv.stop_strings
+
+        def stopped(k: int) -> bool:
+            return cut_at_stop(self.tokenizer.decode(ids[:k], skip_special_tokens=True), stops)[1]
+
+        with_sep = bool(stops) and stopped(len(ids))
+        if with_sep:  # the shortest prefix that holds the stop string
+            low, high = 1, len(ids)
+            while low < high:
+                mid = (low + high) // 2
+                low, high = (low, mid) if stopped(mid) else (mid + 1, high)
+            ids = ids[:low]
+        if any(i in ends for i in ids):
+            return
+        decoded = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        sep = stops[0] if with_sep else ""
+        if decoded == text + sep:
+            conv.answer_ids[index] = AnswerIds(text, tuple(ids), with_sep)
 
     def _prepare(
         self, conv: Conversation, img_list: Sequence[Tensor], max_new_tokens: int, max_length: int
@@ -365,7 +455,7 @@ class Chat:
             raise ValueError(f"max_new_tokens ({max_new_tokens}) must be smaller than max_length ({max_length})")
         conv.append_message(conv.roles[1], None)
         try:
-            embs = self.get_context_emb(conv.get_prompt(), img_list)
+            embs = self.context_emb(conv, img_list)
         except Exception:
             conv.messages.pop()
             raise
@@ -481,6 +571,7 @@ class Chat:
         tokens = output.sequences[0]
         text = self._decode(tokens, conv)
         conv.messages[-1][1] = text
+        self._keep_ids(conv, tokens)
         return Answer(text, tokens, truncated)
 
     def stream_answer(self, conv: Conversation, img_list: Sequence[Tensor], **kwargs: Any) -> AnswerStream:
@@ -535,6 +626,7 @@ class Chat:
         elif not final.startswith(shown):
             logger.warning("streamed text diverged from the decoded answer; the conversation keeps the decoded one")
         conv.messages[-1][1] = final
+        self._keep_ids(conv, tokens)
         stream.text, stream.tokens = final, tokens
 
     # batches ----------------------------------------------------------------------------------------------
@@ -584,6 +676,7 @@ class Chat:
         for conv, tokens in zip(convs, output.sequences):
             conv.kv_cache = None
             conv.messages[-1][1] = self._decode(tokens, conv)
+            self._keep_ids(conv, tokens)
             answers.append(conv.messages[-1][1])
         return answers
 

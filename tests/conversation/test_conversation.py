@@ -294,3 +294,71 @@ def test_bad_requests_leave_the_conversation_unchanged(chat, image):
     with pytest.raises(ValueError, match="placeholders"):
         chat.answer(conv, [], **GREEDY)
     assert conv.messages == before
+
+
+# ----------------------------------------------------------------------------------------------------------
+# earlier answers as their generated ids
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _forced_answer(chat: Chat, conv: Conversation, imgs, text: str):
+    ids = chat.tokenizer(text, add_special_tokens=False).input_ids
+    forcing = LogitsProcessorList([ForceTokensAt([0], ids)])
+    return chat.answer(conv, imgs, logits_processor=forcing, **dict(GREEDY, max_new_tokens=len(ids) + 3)), ids
+
+
+def test_answer_ids_are_kept_and_rendered_as_the_prompt_text(chat, image):
+    conv, imgs = _start(chat, image)
+    answer, ids = _forced_answer(chat, conv, imgs, "there is a red circle###")
+    assert answer.text == "there is a red circle"
+    kept = conv.answer_ids[len(conv.messages) - 1]
+    assert list(kept.ids) == ids and kept.with_sep  # the stop string was generated: it is part of the ids
+    chat.ask("and the square", conv)
+    conv.append_message(conv.roles[1], None)
+    pieces = conv.prompt_pieces()
+    assert [type(p) for p in pieces] == [str, list, str]
+    text = "".join(p if isinstance(p, str) else chat.tokenizer.decode(p).strip() for p in pieces)
+    assert text == conv.get_prompt()
+    # the model is fed exactly what it generated, between the text before and after the answer
+    embs = chat.context_emb(conv, imgs)
+    tokens_before = chat.get_context_emb(pieces[0], imgs).shape[1]
+    assert torch.equal(embs[0, tokens_before : tokens_before + len(ids)], chat.model.embed_tokens(torch.tensor(ids)))
+    # an edited answer is rendered from its text again
+    conv.messages[-3][1] = "there is a blue square"
+    assert conv.prompt_pieces() == [conv.get_prompt()]
+
+
+def test_answer_ids_not_kept_when_they_do_not_decode_to_the_answer(chat, image):
+    placeholder = chat.tokenizer.convert_tokens_to_ids("<ImageHere>")
+    conv, imgs = _start(chat, image)
+    forcing = LogitsProcessorList([ForceTokensAt([1], [placeholder])])
+    chat.answer(conv, imgs, logits_processor=forcing, **GREEDY)  # the placeholder is removed from the text
+    assert conv.answer_ids == {}
+    assert conv.prompt_pieces() == [conv.get_prompt()]
+
+
+def test_published_retokenization_is_a_switch(chat_model, image, vis_processor):
+    chat = Chat(chat_model, vis_processor, device="cpu", keep_answer_ids=False)
+    conv, imgs = _start(chat, image)
+    _forced_answer(chat, conv, imgs, "there is a red circle###")
+    assert conv.answer_ids == {}
+    chat.ask("and the square", conv)
+    conv.append_message(conv.roles[1], None)
+    assert torch.equal(chat.context_emb(conv, imgs), chat.get_context_emb(conv.get_prompt(), imgs))
+
+
+def test_third_turn_prefills_only_the_new_question(chat_model, image, vis_processor):
+    chat = Chat(chat_model, vis_processor, device="cpu", reuse_cache=True)
+    conv, imgs = _start(chat, image)
+    _forced_answer(chat, conv, imgs, "there is a red circle###")
+    chat.ask("and the square", conv)
+    _forced_answer(chat, conv, imgs, "it is on the left###")
+    chat.ask("and the triangle", conv)
+    fed, hook = _count_fed_positions(chat_model)
+    try:
+        chat.answer(conv, imgs, **GREEDY)
+    finally:
+        hook.remove()
+    new_text = chat.tokenizer("Human: and the triangle###Assistant: ", add_special_tokens=False).input_ids
+    # the new question, plus the last token of the previous answer (generated but never fed back)
+    assert fed[0] == len(new_text) + 1
