@@ -11,7 +11,8 @@ What runs in a stage-1/2 step, and what it costs:
 - LLaMA: frozen but *on the gradient path*: the loss must flow back through every layer to the image positions of
   the input embeddings, so the backward computes activation gradients (dgrad) and no weight gradients (wgrad).
   For a linear layer dgrad costs what its forward costs (1x); for the attention core (QK^T and PV, both operands
-  activations) the backward costs 2x its forward. The LM head (``hidden x vocab``) is computed for every position.
+  activations) the backward costs 2x its forward. The LM head (``hidden x vocab``) is counted for every
+  position, or only for the positions that predict an answer token (``model.sparse_lm_head``).
 
 Attention scores are counted for the full ``L x L`` matrix (what the CPU kernels compute), not half of it.
 """
@@ -89,8 +90,12 @@ def proj_forward(d: ArchDims, batch: int) -> int:
     return batch * mm(d.num_image_tokens, d.proj_in, d.llm_hidden_size)
 
 
-def llm_parts(d: ArchDims, batch: int, seq_len: int) -> dict[str, int]:
-    """Forward FLOPs of the LLaMA, split into linear layers, attention core and LM head."""
+def llm_parts(d: ArchDims, batch: int, seq_len: int, head_rows: int | None = None) -> dict[str, int]:
+    """Forward FLOPs of the LLaMA, split into linear layers, attention core and LM head.
+
+    ``head_rows``: positions the LM head is applied to (default every one, ``batch * seq_len``; with
+    ``model.sparse_lm_head`` only those that predict an answer token).
+    """
     L, D, inter = seq_len, d.llm_hidden_size, d.llm_intermediate_size
     kv = D * d.llm_num_kv_heads // d.llm_num_heads
     linear = mm(L, D, D) * 2 + mm(L, D, kv) * 2 + 3 * mm(L, D, inter)  # q, o, k, v, gate/up/down
@@ -98,13 +103,13 @@ def llm_parts(d: ArchDims, batch: int, seq_len: int) -> dict[str, int]:
     return {
         "linear": batch * d.llm_num_layers * linear,
         "attention": batch * d.llm_num_layers * attn,
-        "lm_head": batch * mm(L, D, d.vocab_size),
+        "lm_head": mm(batch * L if head_rows is None else head_rows, D, d.vocab_size),
     }
 
 
-def train_step_flops(d: ArchDims, batch: int, llm_seq_len: int) -> dict[str, Any]:
+def train_step_flops(d: ArchDims, batch: int, llm_seq_len: int, head_rows: int | None = None) -> dict[str, Any]:
     """FLOPs of one training step (frozen ViT/Q-Former/LLaMA, trainable ``llama_proj``), with a breakdown."""
-    llm = llm_parts(d, batch, llm_seq_len)
+    llm = llm_parts(d, batch, llm_seq_len, head_rows)
     llm_fwd = sum(llm.values())
     llm_bwd = llm["linear"] + 2 * llm["attention"] + llm["lm_head"]  # dgrad only
     parts = {

@@ -69,46 +69,18 @@ def build_model(
     return model, cfg
 
 
-def cast_frozen_towers(model: Any, dtype: torch.dtype) -> None:
-    """Store the linear and convolution weights of the frozen ViT and Q-Former in ``dtype`` (norms stay fp32).
-
-    Autocast re-casts fp32 weights that do not require grad at every call (its cast cache only keeps leaves
-    that require grad), so frozen fp32 towers pay a full weight copy per forward; stored in bf16 they do not.
-    This mirrors what ``vit_precision: fp16`` does on CUDA (``convert_weights_to_fp16``), for bf16 on CPU.
-    """
-    for tower in (model.visual_encoder, model.Qformer):
-        for module in tower.modules() if tower is not None else ():
-            if isinstance(module, torch.nn.Linear | torch.nn.Conv2d):
-                module.to(dtype)
-
-
-def logits_at_labels(model: Any) -> None:
-    """Prototype of a proposed model change: compute the LM head and the loss only at labelled positions.
-
-    ``llama_model(..., labels=...)`` applies the ``hidden x vocab`` head to every position (image tokens and
-    prompt included) and then ignores all but the answer tokens. This wraps the instance's ``llama_model.forward``
-    so that, when labels are given, only the hidden states that predict a labelled token go through the head; the
-    loss (mean cross-entropy over labelled tokens) is the same. Bench-only: it measures what the change would save.
-    """
-    from types import SimpleNamespace
-
+def head_rows(model: Any, samples: dict[str, Any]) -> int:
+    """Positions the LM head is applied to in one step: every position of the padded batch, or with
+    ``model.sparse_lm_head`` only those that predict an answer token."""
     from minigpt4.common.constants import IGNORE_INDEX
 
-    llm = model.llama_model
-    full_forward = llm.forward
-
-    def forward(*args: Any, labels: torch.Tensor | None = None, **kwargs: Any) -> Any:
-        if labels is None:
-            return full_forward(*args, **kwargs)
-        kwargs.pop("return_dict", None)
-        hidden = llm.model(*args, **kwargs).last_hidden_state  # [B, L, D]
-        targets = labels[:, 1:]  # position t predicts token t + 1
-        keep = targets != IGNORE_INDEX
-        logits = llm.lm_head(hidden[:, :-1][keep])  # [N, V], N = labelled tokens of the batch
-        loss = torch.nn.functional.cross_entropy(logits.float(), targets[keep])
-        return SimpleNamespace(loss=loss, logits=logits)
-
-    llm.forward = forward
+    with torch.no_grad():
+        img_embeds, _ = model.encode_img(samples["image"])
+        instructions = model._instructions(samples, len(samples["answer"]))
+        _, _, labels = model.build_inputs(img_embeds, list(samples["answer"]), instructions)
+    if model.cfg.sparse_lm_head:
+        return int((labels[:, 1:] != IGNORE_INDEX).sum())
+    return labels.numel()
 
 
 def make_samples(model: Any, batch: int, seed: int = 0) -> dict[str, Any]:

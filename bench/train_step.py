@@ -22,7 +22,7 @@ import torch
 
 from bench.common import loadavg, maxrss_mib, rss_mib, summarize, write_json
 from bench.flops import train_step_flops
-from bench.models import build_model, cast_frozen_towers, logits_at_labels, make_samples, model_dims, seq_len_of
+from bench.models import build_model, head_rows, make_samples, model_dims, seq_len_of
 
 logger = logging.getLogger("bench.train_step")
 
@@ -68,10 +68,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     model, cfg = build_model(args.config, args.assets, llm_grad_ckpt=args.llm_grad_ckpt, options=args.set)
-    if args.bf16_towers:
-        cast_frozen_towers(model, torch.bfloat16)
-    if args.logits_at_labels:
-        logits_at_labels(model)
     model.train()
     build_s = time.perf_counter() - t0
     rss_built, maxrss_built = rss_mib(), maxrss_mib()
@@ -81,10 +77,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     forward = loss_fn(model, cfg)
     if args.compile == "model":
         forward = torch.compile(forward)
-    elif args.compile == "towers":  # the three networks, leaving the Python glue (tokenizer, splicing) eager
-        for name in ("visual_encoder", "Qformer", "llama_model"):
-            if getattr(model, name, None) is not None:
-                getattr(model, name).compile()
+    elif args.compile == "networks":  # what run.compile does: the ViT, Q-Former and LLM decoder; glue stays eager
+        model.compile_networks()
 
     def step() -> float:
         with autocast(args.precision):
@@ -110,15 +104,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     batch = samples["image"].shape[0]
     seq_len = seq_len_of(model, samples)
-    flops = train_step_flops(model_dims(model), batch, seq_len)
+    flops = train_step_flops(model_dims(model), batch, seq_len, head_rows(model, samples))
     stats = summarize(times)
     result = {
         "name": args.config,
         "variant": args.precision
         + (f"+compile_{args.compile}" if args.compile else "")
         + ("+llm_grad_ckpt" if args.llm_grad_ckpt else "")
-        + ("+bf16_towers" if args.bf16_towers else "")
-        + ("+logits_at_labels" if args.logits_at_labels else "")
         + "".join(f"+{o.split('.')[-1]}" for o in args.set),
         "precision": args.precision,
         "batch": batch,
@@ -157,11 +149,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--compile", choices=("model", "towers"), default=None, help="torch.compile the step or the towers")
+    p.add_argument(
+        "--compile",
+        choices=("model", "networks"),
+        default=None,
+        help="torch.compile the whole step, or the networks (as run.compile does)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--llm-grad-ckpt", action="store_true")
-    p.add_argument("--bf16-towers", action="store_true", help="store the frozen ViT/Q-Former in bf16")
-    p.add_argument("--logits-at-labels", action="store_true", help="LM head only at labelled positions (prototype)")
     p.add_argument("--set", action="append", default=[], help="config option key=value (repeatable)")
     p.add_argument("--assets", required=True)
     p.add_argument("--json-out", default=None)

@@ -38,6 +38,9 @@ class RunConfig:
     # precision
     amp: bool = False  # autocast the forward pass (CUDA fp16 uses a GradScaler)
     amp_dtype: str = "float16"  # "float16" (published, CUDA only) or "bfloat16" (CUDA and CPU, no scaler)
+    # torch.compile the ViT, the Q-Former and the LLM decoder (the model's ``compile_networks``); the first steps
+    # are slower while it compiles. False: eager, as published
+    compile: bool = False
 
     # reproducibility and devices
     seed: int = 42

@@ -236,13 +236,18 @@ class VisionTransformer(nn.Module):
         return list(result.missing_keys), list(result.unexpected_keys)
 
 
-def convert_weights_to_fp16(model: nn.Module) -> None:
-    """Cast conv and linear weights and biases to fp16, in place; norms, tokens and q/v biases stay fp32."""
+def convert_weights_to_fp16(model: nn.Module, dtype: torch.dtype = torch.float16) -> None:
+    """Cast conv and linear weights and biases to fp16 (or ``dtype``), in place; norms, tokens and q/v biases
+    stay fp32."""
     for module in model.modules():
         if isinstance(module, nn.Conv1d | nn.Conv2d | nn.Linear):
-            module.weight.data = module.weight.data.half()
+            module.weight.data = module.weight.data.to(dtype)
             if module.bias is not None:
-                module.bias.data = module.bias.data.half()
+                module.bias.data = module.bias.data.to(dtype)
+
+
+#: ``vit_precision`` values and the dtype of the conv/linear weights (None: kept as loaded, fp32)
+VIT_PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}
 
 
 def create_eva_vit_g(
@@ -265,13 +270,15 @@ def create_eva_vit_g(
         img_size: input resolution; the checkpoint's position embedding is interpolated to it.
         drop_path_rate: stochastic depth rate.
         use_checkpoint: activation checkpointing of every block.
-        precision: ``"fp16"`` casts conv/linear weights to half after loading; ``"fp32"`` keeps fp32.
+        precision: ``"fp16"`` casts conv/linear weights to half after loading (published); ``"bf16"`` to
+            bfloat16 (for bf16 autocast, on CPU too: a frozen fp32 weight would be re-cast at every call);
+            ``"fp32"`` keeps fp32.
         path: local ``eva_vit_g.pth``; None builds with random weights (or on the meta device, shapes only).
         width, depth, num_heads, mlp_dim, patch_size: architecture overrides (tiny models).
         device: where to build; ``"meta"`` builds without memory and never loads.
     """
-    if precision not in ("fp16", "fp32"):
-        raise ValueError(f"vit_precision must be 'fp16' or 'fp32', got {precision!r}")
+    if precision not in VIT_PRECISIONS:
+        raise ValueError(f"vit_precision must be one of {', '.join(VIT_PRECISIONS)}, got {precision!r}")
     with torch.device(device) if device is not None else nullcontext():
         model = VisionTransformer(
             img_size=img_size,
@@ -285,8 +292,8 @@ def create_eva_vit_g(
         )
     if path is not None and str(device) != "meta":
         _load_vit_weights(model, path)
-    if precision == "fp16":
-        convert_weights_to_fp16(model)
+    if VIT_PRECISIONS[precision] is not None:
+        convert_weights_to_fp16(model, VIT_PRECISIONS[precision])
     return model
 
 

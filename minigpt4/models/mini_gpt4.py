@@ -20,6 +20,7 @@ from minigpt4.common.constants import IGNORE_INDEX, IMAGE_PLACEHOLDER, LLAMA2_PA
 from minigpt4.common.registry import registry
 from minigpt4.models.base_model import freeze, resolve_model_path
 from minigpt4.models.blip2 import Blip2Base, qformer_sizes, vit_sizes
+from minigpt4.models.eva_vit import VIT_PRECISIONS
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class MiniGPT4Config:
     image_size: int = 224
     drop_path_rate: float = 0.0
     use_grad_checkpoint: bool = False
-    vit_precision: str = "fp16"  # fp16 | fp32
+    vit_precision: str = "fp16"  # fp16 (CUDA) | bf16 | fp32: dtype of the frozen ViT's conv/linear weights
     freeze_vit: bool = True
     vit_width: int = 1408
     vit_depth: int = 39
@@ -68,6 +69,9 @@ class MiniGPT4Config:
     lora_dropout: float = 0.05
     lora_target_modules: List[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
     llm_grad_checkpoint: bool = False
+    # the LM head (hidden x vocab) only at positions that predict an answer token: the same loss, less compute
+    # and memory; False applies it to every position (image and prompt too), as published
+    sparse_lm_head: bool = True
 
     # text
     prompt_path: str = ""  # file of instructions containing <ImageHere> ("" = stage 1, no instruction)
@@ -171,9 +175,9 @@ class MiniGPT4(Blip2Base):
 
         self._build_vision(cfg, vit_precision)
         self.llama_tokenizer, self.llama_model = self._build_llm(cfg)
-        # maybe_autocast(): the LLM's half dtype, else fp16 for an fp16 ViT (LAVIS), else off (an fp32 tiny model)
+        # maybe_autocast(): the LLM's half dtype, else the ViT's half dtype (LAVIS: fp16), else off (fp32 models)
         half = self.llm_dtype in (torch.float16, torch.bfloat16)
-        self.autocast_dtype = self.llm_dtype if half else (torch.float16 if vit_precision == "fp16" else None)
+        self.autocast_dtype = self.llm_dtype if half else VIT_PRECISIONS[vit_precision]
         in_width = cfg.qformer_hidden_size if self.has_qformer else cfg.vit_width * LLAMA2_PATCH_GROUP
         self.llama_proj = nn.Linear(in_width, self.llama_model.config.hidden_size)
         self.prompt_list = load_prompts(cfg.prompt_path, cfg.prompt_template)
@@ -309,6 +313,17 @@ class MiniGPT4(Blip2Base):
             )
         return super()._mismatch_hint(mismatched)
 
+    def compile_networks(self, **options: Any) -> list[str]:
+        """``torch.compile`` (in place) the networks the forward pass calls: the ViT, the Q-Former's BERT and the
+        LLM decoder (the tokenizer, the splicing and the LM head stay eager). Returns their names."""
+        llm = self.llama_model.get_base_model() if hasattr(self.llama_model, "get_base_model") else self.llama_model
+        networks = {"visual_encoder": self.visual_encoder, "llama_model.model": llm.model}
+        if self.Qformer is not None:
+            networks["Qformer.bert"] = self.Qformer.bert
+        for module in networks.values():
+            module.compile(**options)
+        return list(networks)
+
     # forward ------------------------------------------------------------------------------------------------
     def embed_tokens(self, ids: Tensor) -> Tensor:
         """LLM input embeddings of token ids (works with and without LoRA)."""
@@ -413,7 +428,22 @@ class MiniGPT4(Blip2Base):
         instructions = self._instructions(samples, len(answers))
         embeds, attention_mask, labels = self.build_inputs(img_embeds, answers, instructions)
         with self.maybe_autocast():
+            if self.cfg.sparse_lm_head:
+                return {"loss": self.answer_loss(embeds, attention_mask, labels)}
             outputs = self.llama_model(
                 inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, return_dict=True
             )
         return {"loss": outputs.loss}
+
+    def answer_loss(self, embeds: Tensor, attention_mask: Tensor, labels: Tensor) -> Tensor:
+        """Mean next-token cross-entropy over the labelled tokens, with the LM head applied only where needed.
+
+        Equal to ``llama_model(..., labels=labels).loss``, which applies the ``hidden x vocab`` head to every
+        position (image tokens and prompt included) and then ignores all but the answer tokens.
+        """
+        llm = self.llama_model.get_base_model() if hasattr(self.llama_model, "get_base_model") else self.llama_model
+        hidden = llm.model(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state  # [B, L, D]
+        targets = labels[:, 1:]  # position t predicts token t + 1
+        keep = targets != IGNORE_INDEX
+        logits = llm.lm_head(hidden[:, :-1][keep])  # [N, V], N = labelled tokens in the batch
+        return nn.functional.cross_entropy(logits.float(), targets[keep])

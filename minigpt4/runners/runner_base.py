@@ -209,6 +209,10 @@ class RunnerBase:
 
         # 8-bit (low_resource) models are placed on their GPU when loaded and cannot be moved.
         self.model = model if cfg.model_cfg.get("low_resource", False) else model.to(self.device)
+        if self.run_cfg.compile:
+            if not hasattr(self.model, "compile_networks"):
+                raise ValueError(f"run.compile: {type(self.model).__name__} has no compile_networks()")
+            logger.info("run.compile: compiling %s", ", ".join(self.model.compile_networks()))
         self.ddp_model = self.wrap_model()
         self.optimizer = self.build_optimizer()
         self.scheduler = self.build_lr_scheduler()

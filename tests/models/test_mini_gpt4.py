@@ -248,3 +248,50 @@ def test_blip2_checkpoint_loads_qformer_and_skips_text_branch(tiny_model, tiny_a
     for key in ("query_tokens", "ln_vision.weight", "Qformer.bert.encoder.layer.0.crossattention.self.key.weight"):
         torch.testing.assert_close(own[key], state[key])
     assert "Qformer.cls.predictions.bias" not in own and "vision_proj.weight" not in own
+
+
+@pytest.mark.parametrize("lora_r", [0, 2])
+def test_sparse_lm_head_gives_the_published_loss_and_gradients(tiny_assets, lora_r):
+    results = {}
+    for sparse in (False, True):
+        torch.manual_seed(0)
+        model = MiniGPT4.from_config(tiny_model_cfg(tiny_assets, sparse_lm_head=sparse, lora_r=lora_r))
+        model.train()
+        loss = model(_samples())["loss"]
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results[sparse] = (loss.detach(), grads)
+    (full_loss, full_grads), (sparse_loss, sparse_grads) = results[False], results[True]
+    torch.testing.assert_close(sparse_loss, full_loss, rtol=1e-5, atol=1e-6)
+    assert sparse_grads.keys() == full_grads.keys() and "llama_proj.weight" in sparse_grads
+    for name, grad in full_grads.items():
+        torch.testing.assert_close(sparse_grads[name], grad, rtol=1e-4, atol=1e-6)
+
+
+def test_bf16_vit_precision_stores_the_frozen_vit_in_bf16(tiny_assets):
+    torch.manual_seed(0)
+    model = MiniGPT4.from_config(tiny_model_cfg(tiny_assets, vit_precision="bf16"))
+    torch.manual_seed(0)
+    reference = MiniGPT4.from_config(tiny_model_cfg(tiny_assets))
+    assert model.visual_encoder.patch_embed.proj.weight.dtype == torch.bfloat16
+    assert model.visual_encoder.blocks[0].mlp.fc1.weight.dtype == torch.bfloat16
+    assert model.visual_encoder.blocks[0].norm1.weight.dtype == torch.float32
+    assert model.autocast_dtype == torch.bfloat16  # maybe_autocast runs the ViT in bf16, also on CPU
+    images = _images(2)
+    with torch.no_grad():
+        fast, _ = model.encode_img(images)
+        exact, _ = reference.encode_img(images)
+    torch.testing.assert_close(fast.float(), exact, rtol=0.05, atol=0.05)
+    with pytest.raises(ValueError, match="bf16"):
+        MiniGPT4.from_config(tiny_model_cfg(tiny_assets, vit_precision="int8"))
+
+
+def test_compile_networks_compiles_what_the_forward_calls(tiny_assets):
+    model = MiniGPT4.from_config(tiny_model_cfg(tiny_assets))
+    model.train()
+    eager = model(_samples(2))["loss"]
+    names = model.compile_networks(backend="eager")  # the wiring; inductor is what run.compile uses
+    assert names == ["visual_encoder", "llama_model.model", "Qformer.bert"]
+    assert model.Qformer.bert._compiled_call_impl is not None
+    compiled = model(_samples(2))["loss"]
+    torch.testing.assert_close(compiled, eager)

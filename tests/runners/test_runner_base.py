@@ -240,3 +240,24 @@ def test_resume_needs_every_trainable_parameter(tmp_path):
     torch.save(ckpt, ckpt_path)
     with pytest.raises(KeyError, match="norm.weight"):
         make_runner(tmp_path / "b", resume_ckpt_path=str(ckpt_path)).train()
+
+
+class _CompilableToy(ToyModel):
+    def compile_networks(self) -> list[str]:
+        self.llama_proj.compile(backend="eager")  # the wiring; the model's own method picks inductor
+        return ["llama_proj"]
+
+
+def test_compile_switch_compiles_the_model_networks_and_trains(tmp_path):
+    with pytest.raises(ValueError, match="compile_networks"):
+        make_runner(tmp_path / "plain", compile=True)
+    runner = make_runner(tmp_path / "compiled", model=_CompilableToy(), compile=True, max_epoch=1)
+    assert runner.model.llama_proj._compiled_call_impl is not None
+    eager = make_runner(tmp_path / "eager", model=_CompilableToy(), max_epoch=1)
+    assert eager.model.llama_proj._compiled_call_impl is None
+    runner.train()
+    eager.train()
+    _assert_close(
+        _weights(tmp_path / "compiled" / "toy", "checkpoint_0.pth"),
+        _weights(tmp_path / "eager" / "toy", "checkpoint_0.pth"),
+    )
