@@ -22,7 +22,7 @@ OMP_NUM_THREADS=1 $PY -m torch.distributed.run --nproc-per-node 2 --standalone \
   train.py --cfg-path train_configs/minigpt4_tiny_stage1_pretrain.yaml
 
 step "3/5 stage 2: python train.py (from the stage-1 checkpoint)"
-OMP_NUM_THREADS="${STAGE2_THREADS:-1}" $PY train.py --cfg-path train_configs/minigpt4_tiny_stage2_finetune.yaml
+OMP_NUM_THREADS="${STAGE2_THREADS:-2}" $PY train.py --cfg-path train_configs/minigpt4_tiny_stage2_finetune.yaml
 
 step "4/5 evaluation on the held-out images"
 EVAL="$PY -m minigpt4.tiny.evaluate --cfg-path eval_configs/minigpt4_tiny_eval.yaml"

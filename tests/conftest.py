@@ -25,7 +25,7 @@ def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> str:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     out = os.environ.get(TINY_WORLD_ENV) or str(tmp_path_factory.mktemp("tiny") / "tiny_world")
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(2)  # the builder's default: the same world on every machine
     try:
         build(out, seed=TINY_WORLD_SEED, small=True)
     finally:

@@ -103,6 +103,7 @@ def evaluate(
         "heldout_loss": sum(losses) / n,
         "style": style_of(answers),
         "examples": [{"id": it["id"], "labels": it["labels"], "answer": a} for it, a in list(zip(items, answers))[:5]],
+        "answers": [{"id": it["id"], "labels": it["labels"], "answer": a} for it, a in zip(items, answers)],
         "seconds": time.time() - start,
     }
     return report

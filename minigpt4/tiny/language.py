@@ -10,8 +10,9 @@ The published MiniGPT-4 freezes Vicuna, an LLM that already speaks English and k
   (``<Img> circle red left small </Img> small group of red circles on the left``): the LLM learns to describe what its
   context holds, the skill MiniGPT-4 relies on when the projected image tokens take the place of those words;
 - conversations in the published formats (the stage-2 template and the Vicuna v0 chat with its system prompt)
-  whose answers are mostly, not always, detailed: the LLM knows how to answer, and stage 2 teaches the image
-  tokens to fit into that conversation (after stage 1 alone they derail it, as in the published model).
+  whose answers are detailed in a quarter of the documents and terse captions otherwise: the LLM knows both
+  styles and answers tersely by default; stage 2 teaches the image tokens to fit into the conversation and to
+  ask for the detailed style.
 
 The tokenizer is trained on that same text with LLaMA's settings (BPE, byte fallback, identity normalisation,
 unk/bos/eos = 0/1/2) and ``$$`` (the pad token) as a user-defined symbol, so it is always one piece.
@@ -26,6 +27,7 @@ import random
 import time
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import torch
 
@@ -44,9 +46,10 @@ DEFAULT_INSTRUCTIONS = (
 )
 EXTRA_QUESTIONS = ("What do you see in this image?", "What is in the picture?", "Describe the picture.")
 STYLES = ("laion", "cc_sbu", "detailed")
-#: how often a pretraining conversation answers in the detailed style (the rest: terse captions), as an
-#: instruction-tuned LLM mostly answers "describe in detail" at length
-DETAILED_ANSWER_SHARE = 0.8
+#: how often a pretraining conversation answers in the detailed style (the rest: terse captions). A minority: the
+#: LLM knows the detailed style, but answers tersely by default, so that what stage 2 does to the style shows
+#: (as the published model's answers after stage 1 are short and often broken, and stage 2 makes them detailed)
+DETAILED_ANSWER_SHARE = 0.25
 
 
 def alignment_instructions(repo_root: str | None = None) -> list[str]:
@@ -72,31 +75,56 @@ def _keywords(scene: world.Scene, rng: random.Random) -> str:
     return " ".join(words)
 
 
-def lm_document(rng: random.Random, instructions: list[str]) -> str:
-    """One pretraining text (without bos/eos) about a random scene, in one of the formats described above."""
+#: a pretraining document: text segments that are tokenized one by one and concatenated, as MiniGPT-4 tokenizes
+#: the text before the image, the image stand-in, the text after it and the answer (see ``tokenize_document``)
+Document = list[str]
+
+
+def _conversation(before: str, keywords: str, after: str, answer: str) -> Document:
+    return [before, keywords, after, answer + "###"]
+
+
+def lm_document(rng: random.Random, instructions: list[str]) -> Document:
+    """One pretraining document about a random scene, in one of the formats described in the module docstring.
+
+    Where the image would be, the document holds the scene's attribute words as a segment of its own, and the
+    text around it is split there: ``MiniGPT4.build_inputs`` and ``Chat`` tokenize the text before the image, the
+    text after it and the answer separately (each with sentencepiece's dummy prefix, and a trailing ``"▁"`` piece
+    where the stage-2 template ends in a space). The LLM learns exactly those token sequences.
+    """
     scene = world.sample_scene(rng)
     kind = rng.random()
     if kind < 0.1:  # the language alone
-        return world.describe(scene, rng.choice(STYLES), rng) + "\n"
+        return [world.describe(scene, rng.choice(STYLES), rng) + "\n"]
     if kind < 0.35:  # the same scene told twice: recall every attribute from the context
         first, second = rng.sample(STYLES, 2)
-        return f"{world.describe(scene, first, rng)}\n{world.describe(scene, second, rng)}\n"
-    if kind < 0.6:  # describe what the context holds
-        keywords = _keywords(scene, rng)
-        context = f"<Img> {keywords} </Img>" if rng.random() < 0.5 else keywords
-        return f"{context} {world.describe(scene, rng.choice(STYLES), rng)}\n"
+        return [f"{world.describe(scene, first, rng)}\n{world.describe(scene, second, rng)}\n"]
+    keywords = _keywords(scene, rng)
+    if kind < 0.6:  # describe what the context holds: the stage-1 layout [bos][image][caption + "\n"]
+        caption = world.describe(scene, rng.choice(STYLES), rng) + "\n"
+        return [keywords, caption] if rng.random() < 0.5 else ["<Img>", keywords, "</Img> " + caption]
     # conversations: the stage-2 template or the Vicuna v0 chat, answers in either style
-    question = rng.choice(instructions + [f"<Img><ImageHere></Img> {q}" for q in EXTRA_QUESTIONS])
-    question = question.replace(IMAGE_PLACEHOLDER, f" {_keywords(scene, rng)} ")
+    question = rng.choice(instructions + [f"<Img>{IMAGE_PLACEHOLDER}</Img> {q}" for q in EXTRA_QUESTIONS])
     answer = world.describe(scene, "detailed" if rng.random() < DETAILED_ANSWER_SHARE else rng.choice(STYLES[:2]), rng)
-    if rng.random() < 0.7:  # the stage-2 template; the rest the (longer) chat with its system message
-        return PROMPT_TEMPLATE_VICUNA0.format(question) + answer + "###"
-    return f"{SYSTEM_VICUNA0}###Human: {question}###Assistant: {answer}###"
+    if rng.random() < 0.7:  # the stage-2 template (ends in "###Assistant: ")
+        before, after = PROMPT_TEMPLATE_VICUNA0.format(question).split(IMAGE_PLACEHOLDER)
+    else:  # the (longer) demo chat with its system message, as ``Conversation.get_prompt`` renders it
+        before, after = f"{SYSTEM_VICUNA0}###Human: {question}###Assistant: ".split(IMAGE_PLACEHOLDER)
+    return _conversation(before, keywords, after, answer)
 
 
-def corpus(n: int, seed: int, instructions: list[str]) -> list[str]:
+def corpus(n: int, seed: int, instructions: list[str]) -> list[Document]:
     rng = random.Random(seed)
     return [lm_document(rng, instructions) for _ in range(n)]
+
+
+def tokenize_document(tokenizer: Any, document: Document, max_length: int) -> list[int]:
+    """``[bos] + ids(segment 1) + ids(segment 2) + ... + [eos]``, each segment without special tokens."""
+    ids = [tokenizer.bos_token_id]
+    for segment in document:
+        ids.extend(tokenizer(segment, add_special_tokens=False).input_ids)
+    ids.append(tokenizer.eos_token_id)
+    return ids[:max_length]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -162,29 +190,35 @@ class LMConfig:
     tie_embeddings: bool = False
 
 
-def _batches(ids: list[list[int]], batch_size: int, rng: random.Random, pad_id: int):
+def _batches(ids: list[list[int]], batch_size: int, rng: random.Random, pad_id: int, pool: int = 16):
+    """Endless right-padded batches ``(input_ids, attention_mask, labels)``.
+
+    Documents are drawn ``pool`` batches at a time and grouped by length, so that a batch holds documents of
+    similar lengths and little compute goes to padding; the order of the batches is shuffled.
+    """
     while True:
-        chunk = rng.sample(ids, batch_size)
-        width = max(len(x) for x in chunk)
-        input_ids = torch.full((batch_size, width), pad_id, dtype=torch.long)
-        mask = torch.zeros((batch_size, width), dtype=torch.long)
-        for i, x in enumerate(chunk):
-            input_ids[i, : len(x)] = torch.tensor(x)
-            mask[i, : len(x)] = 1
-        labels = input_ids.masked_fill(mask == 0, -100)
-        yield input_ids, mask, labels
+        drawn = sorted(rng.sample(ids, batch_size * pool), key=len)
+        chunks = [drawn[i : i + batch_size] for i in range(0, len(drawn), batch_size)]
+        rng.shuffle(chunks)
+        for chunk in chunks:
+            width = max(len(x) for x in chunk)
+            input_ids = torch.full((batch_size, width), pad_id, dtype=torch.long)
+            mask = torch.zeros((batch_size, width), dtype=torch.long)
+            for i, x in enumerate(chunk):
+                input_ids[i, : len(x)] = torch.tensor(x)
+                mask[i, : len(x)] = 1
+            labels = input_ids.masked_fill(mask == 0, -100)
+            yield input_ids, mask, labels
 
 
-def pretrain_lm(texts: list[str], tokenizer_dir: str, out_dir: str, cfg: LMConfig, seed: int) -> dict[str, float]:
-    """Pretrain a tiny ``LlamaForCausalLM`` on ``texts``; ``save_pretrained`` it (float32) into ``out_dir``."""
+def pretrain_lm(
+    documents: list[Document], tokenizer_dir: str, out_dir: str, cfg: LMConfig, seed: int
+) -> dict[str, float]:
+    """Pretrain a tiny ``LlamaForCausalLM`` on ``documents``; ``save_pretrained`` it (float32) into ``out_dir``."""
     from transformers import LlamaConfig, LlamaForCausalLM, LlamaTokenizer
 
     tokenizer = LlamaTokenizer.from_pretrained(tokenizer_dir)
-    ids = [
-        [tokenizer.bos_token_id, *tokenizer(t, add_special_tokens=False).input_ids, tokenizer.eos_token_id]
-        for t in texts
-    ]
-    ids = [x[: cfg.max_position_embeddings] for x in ids]
+    ids = [tokenize_document(tokenizer, doc, cfg.max_position_embeddings) for doc in documents]
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),

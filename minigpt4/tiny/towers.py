@@ -5,8 +5,11 @@ towers must already carry visual information, as the published ones do. Here the
 *supervised* pretraining of the ViT, ``ln_vision``, the Q-Former and ``query_tokens`` together, with throw-away
 linear classifiers:
 
-- per query output: every attribute (shape, colour, position, size), the same classifier for all
-  queries, so that every image token MiniGPT-4 hands to the LLM carries the whole description;
+- per query output: one attribute (query ``q`` names attribute ``q mod 4``: shape, colour, position, size), the
+  same classifier for all the queries of an attribute. Every image token MiniGPT-4 hands to the LLM then stands
+  for one attribute, as one word does, and the linear projection can map each onto the region of the LLM's
+  embeddings where the words for that attribute lie (see the README for what happened when every query carried
+  every attribute);
 - per ViT patch: the shape, colour and position of the shapes on that patch (class 0 = background). This dense,
   local signal is what makes training fast: a ViT trained only from image-level labels has to discover where the
   object is before it can learn what it is, which took thousands of steps; with patch labels the ViT tokens become
@@ -179,9 +182,19 @@ def _dataset(n: int, image_size: int, patch_size: int, seed: int) -> tuple[Tenso
     }
 
 
-def _per_query(target: Tensor, logits: Tensor) -> Tensor:
-    """Image-level targets ``[B]`` repeated for every query (``logits [B, K, Q]``); patch targets unchanged."""
-    return target[:, None].expand(-1, logits.shape[-1]) if target.dim() == 1 else target
+def query_attribute(num_queries: int) -> Tensor:
+    """``[Q]``: the index (in ``world.ATTRIBUTES``) of the attribute each query output is taught: query ``q``
+    carries attribute ``q mod 4`` (shape, colour, position, size, shape, ...)."""
+    return torch.arange(num_queries) % len(world.ATTRIBUTES)
+
+
+def _per_query(name: str, target: Tensor, logits: Tensor) -> Tensor:
+    """Image-level targets ``[B]`` as per-query targets ``[B, Q]`` (``logits [B, K, Q]``), ignored on the queries
+    that carry another attribute; patch targets unchanged."""
+    if target.dim() != 1:
+        return target
+    mine = query_attribute(logits.shape[-1]) == list(world.ATTRIBUTES).index(name)  # [Q]
+    return target[:, None].expand(-1, logits.shape[-1]).masked_fill(~mine, IGNORE_INDEX)
 
 
 @torch.no_grad()
@@ -191,7 +204,8 @@ def accuracy(model: Towers, images: Tensor, labels: dict[str, Tensor], batch_siz
     for i in range(0, len(images), batch_size):
         logits = model(images[i : i + batch_size])
         for name in correct:
-            votes = logits[name].softmax(dim=1).mean(dim=2)  # [B, K]: the queries' mean prediction
+            mine = query_attribute(logits[name].shape[-1]) == list(world.ATTRIBUTES).index(name)
+            votes = logits[name][..., mine].softmax(dim=1).mean(dim=2)  # [B, K]: its queries' mean prediction
             correct[name] += (votes.argmax(-1) == labels[name][i : i + batch_size]).sum().item()
     patch_correct = {name: [0, 0] for name in labels if name.startswith("patch_")}
     for i in range(0, len(images), batch_size):
@@ -222,7 +236,7 @@ def pretrain_towers(model_cfg: Any, cfg: TowerConfig, seed: int) -> tuple[Towers
     for step in range(cfg.steps):
         idx = torch.randint(0, len(images), (cfg.batch_size,), generator=generator)
         logits = model(images[idx])
-        loss = sum(F.cross_entropy(logits[name], _per_query(labels[name][idx], logits[name])) for name in labels)
+        loss = sum(F.cross_entropy(logits[name], _per_query(name, labels[name][idx], logits[name])) for name in labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

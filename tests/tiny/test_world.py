@@ -13,6 +13,7 @@ from minigpt4.tiny.build import WorldSize, build
 from minigpt4.tiny.language import LMConfig
 from minigpt4.tiny.towers import TowerConfig
 
+EVAL_CONFIG = "eval_configs/minigpt4_tiny_eval.yaml"
 MICRO = WorldSize(
     stage1_per_source=8,
     align=4,
@@ -124,3 +125,45 @@ def test_data_loads_through_the_builders(tiny_world):
         }
     ).build_datasets()["train"]
     assert len(align) > 0 and align[0]["image"].shape == (3, 64, 64)
+
+
+def test_lm_documents_are_tokenized_as_the_model_builds_its_inputs(tiny_world):
+    """The tiny LLM is pretrained on the token sequences MiniGPT4.build_inputs and Chat produce (segments
+    tokenized one by one), with the scene's attribute words where the image tokens go."""
+    from minigpt4.common.config import Config
+    from minigpt4.common.registry import registry
+    from minigpt4.conversation.conversation import Chat, CONV_VISION_Vicuna0
+    from minigpt4.tiny import language
+
+    options = [
+        f"model.llama_model={tiny_world}/llama",
+        f"model.vit_path={tiny_world}/eva_vit_tiny.pth",
+        f"model.q_former_model={tiny_world}/qformer_tiny.pth",
+        "model.ckpt=null",
+    ]
+    cfg_path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), EVAL_CONFIG)
+    args = type("Args", (), {"cfg_path": cfg_path, "options": options})()
+    model_cfg = Config(args).model_cfg
+    model = registry.get_model_class(model_cfg.arch).from_config(model_cfg)
+    tok = model.llama_tokenizer
+    keywords, answer = "star red left small", "The image shows a small group of red stars."
+    instruction = "###Human: <Img><ImageHere></Img> Describe this image in detail. ###Assistant: "
+    before, after = instruction.split("<ImageHere>")
+    doc = language.tokenize_document(tok, [before, keywords, after, answer + "###"], max_length=256)
+
+    stand_in = model.embed_tokens(torch.tensor([tok(keywords, add_special_tokens=False).input_ids]))
+    with torch.no_grad():
+        assert model.end_sym == "###"
+        embeds, mask, _ = model.build_inputs(stand_in, [answer], [instruction])
+        expected = model.embed_tokens(torch.tensor([doc[:-1]]))  # the document without its eos
+        assert torch.equal(embeds[:, : int(mask.sum())], expected)
+
+        chat = Chat(model, lambda image: image, device="cpu")
+        conv = CONV_VISION_Vicuna0.copy()
+        conv.append_message(conv.roles[0], "<Img><ImageHere></Img> Describe this image in detail.")
+        conv.append_message(conv.roles[1], None)
+        before, after = conv.get_prompt().split("<ImageHere>")
+        doc = language.tokenize_document(tok, [before, keywords, after, answer + "###"], max_length=256)
+        prompt_len = len(doc) - len(tok(answer + "###", add_special_tokens=False).input_ids) - 1
+        chat_embeds = chat.get_context_emb(conv.get_prompt(), [stand_in])
+        assert torch.equal(chat_embeds, model.embed_tokens(torch.tensor([doc[:prompt_len]])))
