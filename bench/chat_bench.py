@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(0)
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, cfg = build_model(args.config, args.assets)
+    model, cfg = build_model(args.config, args.assets, options=args.set)
     model.eval()
     from minigpt4.common.registry import registry
 
@@ -132,6 +132,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "description": f"{args.config}, random weights, greedy, {args.new_tokens} new tokens forced per turn, "
         f"{args.turns} turns, median of {args.repeats} conversations",
         "config": args.config,
+        "options": args.set,
+        "llm_dtype": str(model.llama_model.dtype).replace("torch.", ""),
+        "new_tokens": args.new_tokens,
         "loadavg": loadavg(),
     }
     conversation(1, True, model, vis, 4)  # warm-up
@@ -155,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--set", action="append", default=[], help="config option key=value (repeatable)")
     p.add_argument("--json-out", default=None)
     args = p.parse_args(argv)
     write_json(run(args), args.json_out)

@@ -88,7 +88,7 @@ def chat_md(c: dict[str, Any]) -> list[str]:
         return ["", f"Chat: error: {c['error']}"]
     lines = [
         "",
-        f"Chat ({c['description']}):",
+        f"Chat ({c['description']}; LLM weights in {c.get('llm_dtype', '?')}):",
         "",
         "| mode | turn | context tokens | reused from cache | time to first token ms | new tokens | tokens/s |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -140,8 +140,9 @@ def to_markdown(r: dict[str, Any]) -> str:
         lines += train_md(r["train"])
     if "data" in r:
         lines += data_md(r["data"])
-    if "chat" in r:
-        lines += chat_md(r["chat"])
+    for key in ("chat", "chat_long", "chat_fp32"):
+        if key in r:
+            lines += chat_md(r[key])
     if r.get("targets"):
         lines += targets_md(r["targets"])
     return "\n".join(lines) + "\n"

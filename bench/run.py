@@ -66,6 +66,13 @@ EXTRA_VARIANTS = (
 )
 
 
+#: chat runs: the LLM in bf16 (how a CPU chat runs best: decoding streams every weight once per token) with 32-token
+#: answers, the same with 128-token answers (MiniGPT-4's detailed descriptions are longer), and the fp32 LLM as
+#: bench-small configures it
+BF16_LLM = ["--set", "model.torch_dtype=bfloat16"]
+CHAT_RUNS = (("chat", BF16_LLM), ("chat_long", [*BF16_LLM, "--new-tokens", "128"]), ("chat_fp32", []))
+
+
 def train_configs(args: argparse.Namespace) -> list[list[str]]:
     """The (config, precision, options) rows of the training bench."""
     if args.quick:
@@ -139,16 +146,18 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "met": u >= 0.25,
                 }
             )
-    chat = results.get("chat")
-    if chat and "error" not in chat and chat.get("reuse_cache") and chat.get("recompute"):
-        cached, full = chat["reuse_cache"][-1]["ttft_s"], chat["recompute"][-1]["ttft_s"]
-        out.append(
-            {
-                "target": "chat: 3rd-turn time to first token with cache <= 1/3 of recompute",
-                "measured": f"{cached * 1e3:.1f} ms vs {full * 1e3:.1f} ms = {cached / full:.2f}",
-                "met": cached / full <= 1 / 3,
-            }
-        )
+    for key, _ in CHAT_RUNS:
+        chat = results.get(key)
+        if chat and "error" not in chat and chat.get("reuse_cache") and chat.get("recompute"):
+            cached, full = chat["reuse_cache"][-1]["ttft_s"], chat["recompute"][-1]["ttft_s"]
+            out.append(
+                {
+                    "target": f"chat ({chat.get('llm_dtype', '?')} LLM, {chat.get('new_tokens', '?')}-token answers): "
+                    "3rd-turn time to first token with cache <= 1/3 of recompute",
+                    "measured": f"{cached * 1e3:.1f} ms vs {full * 1e3:.1f} ms = {cached / full:.2f}",
+                    "met": cached / full <= 1 / 3,
+                }
+            )
     data = results.get("data")
     consumers = [c for c in (bf16 or fp32,) if c]
     if best is not None and all(best is not c for c in consumers):
@@ -190,7 +199,8 @@ def run_cpu(args: argparse.Namespace, results: dict[str, Any], assets: str) -> N
         quick = ["--config", "tiny", "--repeats", "1", "--new-tokens", "4"]
         chat_args = quick if args.quick else ["--config", "bench_small"]
         threads = ["--threads", str(args.threads)] if args.threads else []
-        results["chat"] = run_child("bench.chat_bench", [*chat_args, *threads, "--assets", assets])
+        for key, extra in CHAT_RUNS[:1] if args.quick else CHAT_RUNS:
+            results[key] = run_child("bench.chat_bench", [*chat_args, *extra, *threads, "--assets", assets])
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
