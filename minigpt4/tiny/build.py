@@ -44,7 +44,7 @@ MODEL_CONFIG = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "models", "minigpt4_tiny.yaml"
 )
 NUM_SHARDS = 4  # per stage-1 source; the tiny train configs name shards/<source>/{00000..00003}.tar
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: one attribute per query, the LLM trained on the model's segment-wise tokenization
 
 
 @dataclass
