@@ -316,7 +316,7 @@ class MiniGPT4(Blip2Base):
     def compile_networks(self, **options: Any) -> list[str]:
         """``torch.compile`` (in place) the networks the forward pass calls: the ViT, the Q-Former's BERT and the
         LLM decoder (the tokenizer, the splicing and the LM head stay eager). Returns their names."""
-        llm = self.llama_model.get_base_model() if hasattr(self.llama_model, "get_base_model") else self.llama_model
+        llm = self.causal_lm
         networks = {"visual_encoder": self.visual_encoder, "llama_model.model": llm.model}
         if self.Qformer is not None:
             networks["Qformer.bert"] = self.Qformer.bert
@@ -325,6 +325,11 @@ class MiniGPT4(Blip2Base):
         return list(networks)
 
     # forward ------------------------------------------------------------------------------------------------
+    @property
+    def causal_lm(self) -> nn.Module:
+        """The ``LlamaForCausalLM`` itself (inside the peft wrapper when LoRA is on; its layers carry the adapters)."""
+        return self.llama_model.get_base_model() if hasattr(self.llama_model, "get_base_model") else self.llama_model
+
     def embed_tokens(self, ids: Tensor) -> Tensor:
         """LLM input embeddings of token ids (works with and without LoRA)."""
         return self.llama_model.get_input_embeddings()(ids)
@@ -441,7 +446,7 @@ class MiniGPT4(Blip2Base):
         Equal to ``llama_model(..., labels=labels).loss``, which applies the ``hidden x vocab`` head to every
         position (image tokens and prompt included) and then ignores all but the answer tokens.
         """
-        llm = self.llama_model.get_base_model() if hasattr(self.llama_model, "get_base_model") else self.llama_model
+        llm = self.causal_lm
         hidden = llm.model(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state  # [B, L, D]
         targets = labels[:, 1:]  # position t predicts token t + 1
         keep = targets != IGNORE_INDEX
