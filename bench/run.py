@@ -56,11 +56,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+#: the frozen LLM stored in bf16
+BF16_LLM = ["--set", "model.torch_dtype=bfloat16"]
 #: bf16 on CPU as this project recommends it: bf16 autocast, and the frozen LLM and ViT weights stored in bf16
 #: (autocast re-casts a frozen fp32 weight at every call: its cast cache only keeps weights that require grad)
-BF16_WEIGHTS = ["--set", "model.torch_dtype=bfloat16", "--set", "model.vit_precision=bf16"]
+BF16_WEIGHTS = [*BF16_LLM, "--set", "model.vit_precision=bf16"]
 EXTRA_VARIANTS = (
-    ["--set", "model.torch_dtype=bfloat16"],  # only the LLM weights in bf16
+    BF16_LLM,  # only the LLM weights in bf16
     ["--set", "model.sparse_lm_head=false"],  # the published LM head over every position
     ["--llm-grad-ckpt"],  # memory option: recompute LLM activations in the backward
 )
@@ -69,7 +71,6 @@ EXTRA_VARIANTS = (
 #: chat runs: the LLM in bf16 (how a CPU chat runs best: decoding streams every weight once per token) with 32-token
 #: answers, the same with 128-token answers (MiniGPT-4's detailed descriptions are longer), and the fp32 LLM as
 #: bench-small configures it
-BF16_LLM = ["--set", "model.torch_dtype=bfloat16"]
 CHAT_RUNS = (("chat", BF16_LLM), ("chat_long", [*BF16_LLM, "--new-tokens", "128"]), ("chat_fp32", []))
 
 

@@ -91,8 +91,13 @@ class Conversation:
     answer_ids: dict[int, AnswerIds] = dataclasses.field(default_factory=dict, repr=False, compare=False)
     """Token ids the model generated for assistant messages, by message index (see :meth:`prompt_pieces`)."""
 
+    @property
+    def _seps(self) -> tuple[str, str]:
+        """The separators after user and after assistant messages."""
+        return (self.sep, self.sep) if self.sep_style == SeparatorStyle.SINGLE else (self.sep, self.sep2 or "")
+
     def get_prompt(self) -> str:
-        seps = [self.sep, self.sep] if self.sep_style == SeparatorStyle.SINGLE else [self.sep, self.sep2 or ""]
+        seps = self._seps
         prompt = self.system + seps[0]
         for i, (role, message) in enumerate(self.messages):
             if message:
@@ -109,7 +114,7 @@ class Conversation:
         decoded text can give other ids, e.g. at the space after ``Assistant:``); everything else is text.
         Without kept ids this is ``[get_prompt()]``.
         """
-        seps = [self.sep, self.sep] if self.sep_style == SeparatorStyle.SINGLE else [self.sep, self.sep2 or ""]
+        seps = self._seps
         pieces: list[str | list[int]] = [self.system + seps[0]]
         for i, (role, message) in enumerate(self.messages):
             kept = self.answer_ids.get(i)

@@ -94,6 +94,7 @@ def evaluate(
         answers.extend(texts)
     n = len(items)
     chance = world.chance_levels()
+    described = [{"id": it["id"], "labels": it["labels"], "answer": a} for it, a in zip(items, answers)]
     report = {
         "prompt_style": style,
         "question": question if style != "stage1" else None,
@@ -102,8 +103,8 @@ def evaluate(
         "chance": chance,
         "heldout_loss": sum(losses) / n,
         "style": style_of(answers),
-        "examples": [{"id": it["id"], "labels": it["labels"], "answer": a} for it, a in list(zip(items, answers))[:5]],
-        "answers": [{"id": it["id"], "labels": it["labels"], "answer": a} for it, a in zip(items, answers)],
+        "examples": described[:5],
+        "answers": described,
         "seconds": time.time() - start,
     }
     return report

@@ -80,10 +80,6 @@ def _keywords(scene: world.Scene, rng: random.Random) -> str:
 Document = list[str]
 
 
-def _conversation(before: str, keywords: str, after: str, answer: str) -> Document:
-    return [before, keywords, after, answer + "###"]
-
-
 def lm_document(rng: random.Random, instructions: list[str]) -> Document:
     """One pretraining document about a random scene, in one of the formats described in the module docstring.
 
@@ -110,7 +106,7 @@ def lm_document(rng: random.Random, instructions: list[str]) -> Document:
         before, after = PROMPT_TEMPLATE_VICUNA0.format(question).split(IMAGE_PLACEHOLDER)
     else:  # the (longer) demo chat with its system message, as ``Conversation.get_prompt`` renders it
         before, after = f"{SYSTEM_VICUNA0}###Human: {question}###Assistant: ".split(IMAGE_PLACEHOLDER)
-    return _conversation(before, keywords, after, answer)
+    return [before, keywords, after, answer + "###"]
 
 
 def corpus(n: int, seed: int, instructions: list[str]) -> list[Document]:
