@@ -156,18 +156,19 @@ class WeightFolder:
         return header
 
     def read(self, name: str, dtype: torch.dtype) -> torch.Tensor:
-        """Tensor ``name`` as a new ``dtype`` tensor of its own (never a view of the file)."""
+        """Tensor ``name`` as a ``dtype`` tensor of its own (never a view of the file), free to change in place."""
         file = self.tensors[name].file
         if file.suffix == ".safetensors":
             from safetensors import safe_open
 
             with safe_open(str(file), framework="pt") as f:
-                tensor = f.get_tensor(name)
+                tensor = f.get_tensor(name)  # a copy already
+            mapped = False
         else:
-            tensor = _load_bin(file)[name]
+            tensor, mapped = _load_bin(file)[name], True
         if not tensor.is_floating_point():
             raise DeltaError(f"{self.role} {file}: tensor {name} is {tensor.dtype}, not a floating-point weight")
-        return tensor.to(dtype, copy=True)
+        return tensor.to(dtype, copy=mapped)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -309,14 +310,14 @@ def _numel(shape: tuple[int, ...]) -> int:
 
 
 def merge_tensor(base: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-    """``base + delta``; a base with fewer rows is first padded with zero rows (the delta's extra tokens)."""
+    """``base + delta``, computed in place in one of them; a base with fewer rows is first padded with zero rows
+    (the delta's extra tokens)."""
     if base.shape == delta.shape:
         return base.add_(delta)
-    merged = delta.clone()
     rows = base.shape[0]
-    merged[:rows] += base
-    merged[rows:] += 0  # the zero-padded rows of the procedure: 0 + delta (so -0.0 becomes 0.0 as there)
-    return merged
+    delta[:rows] += base
+    delta[rows:] += 0  # the zero-padded rows of the procedure: 0 + delta (so -0.0 becomes 0.0 as there)
+    return delta
 
 
 def write_safetensors_streaming(
