@@ -420,8 +420,39 @@ def apply_delta(
     """
     if dtype not in TORCH_DTYPES:
         raise DeltaError(f"--dtype {dtype!r}: choose one of {', '.join(TORCH_DTYPES)}")
-    torch_dtype = TORCH_DTYPES[dtype]
     base, delta, target = Path(base), Path(delta), Path(target)
+    merge = check_inputs(base, delta, target, overwrite)
+    itemsize = torch.empty((), dtype=TORCH_DTYPES[dtype]).element_size()
+    shards = plan_shards(merge.plan, itemsize, parse_size(max_shard_size))
+    total = sum(_numel(shape) for _, shape in merge.plan) * itemsize
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _check_disk_space(target.parent, total)
+    partial = target.parent / f".{target.name}.partial"
+    if partial.exists():
+        logger.info("removing %s, left by an interrupted merge", partial)
+        shutil.rmtree(partial)
+    partial.mkdir()
+    logger.info("merging %d tensors (%.2f GB in %s) into %d shard(s)", len(merge.plan), total / 1e9, dtype, len(shards))
+    write_merged(merge, shards, TORCH_DTYPES[dtype], partial, total, progress)
+    copied = copy_side_files(delta, partial, dtype)
+    if target.exists():  # --overwrite, checked above
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    partial.rename(target)
+    logger.info("wrote %s: %d shard(s), the index, %s", target, len(shards), ", ".join(copied))
+    return target
+
+
+@dataclass
+class Merge:
+    """Checked inputs: the two folders' tensors and the target's tensors in order with their shapes."""
+
+    base: WeightFolder
+    delta: WeightFolder
+    plan: list[tuple[str, tuple[int, ...]]]
+
+
+def check_inputs(base: Path, delta: Path, target: Path, overwrite: bool) -> Merge:
+    """Every check that needs no tensor data: folders, configs, tokenizer, target, tensor names and shapes."""
     base_cfg, delta_cfg = check_folder(base, "base"), check_folder(delta, "delta")
     check_configs(base_cfg, delta_cfg, base, delta)
     if not any((delta / name).is_file() for name in ("tokenizer.model", "tokenizer.json")):
@@ -430,36 +461,31 @@ def apply_delta(
     base_w, delta_w = WeightFolder(base, "base"), WeightFolder(delta, "delta")
     base_rows, delta_rows = check_vocab_rows(base_w, base_cfg), check_vocab_rows(delta_w, delta_cfg)
     plan = plan_merge(base_w, delta_w)
-    shards = plan_shards(plan, torch.empty((), dtype=torch_dtype).element_size(), parse_size(max_shard_size))
-    total = sum(_numel(shape) for _, shape in plan) * torch.empty((), dtype=torch_dtype).element_size()
     if base_rows != delta_rows:
         logger.info("vocabulary: base %d rows, delta %d: the extra rows are the delta's", base_rows, delta_rows)
     if base_w.skipped or delta_w.skipped:
         logger.info("dropped %d rotary inv_freq buffers (recomputed on load)", len(base_w.skipped + delta_w.skipped))
+    return Merge(base_w, delta_w, plan)
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _check_disk_space(target.parent, total)
-    partial = target.parent / f".{target.name}.partial"
-    if partial.exists():
-        logger.info("removing %s, left by an interrupted merge", partial)
-        shutil.rmtree(partial)
-    partial.mkdir()
-    logger.info("merging %d tensors (%.2f GB in %s) into %d shard(s)", len(plan), total / 1e9, dtype, len(shards))
+
+def write_merged(
+    merge: Merge,
+    shards: list[list[tuple[str, tuple[int, ...]]]],
+    dtype: torch.dtype,
+    out: Path,
+    total: int,
+    progress: bool,
+) -> None:
+    """The merged tensors as ``model-XXXXX-of-XXXXX.safetensors`` shards and ``model.safetensors.index.json``."""
     weight_map: dict[str, str] = {}
-    with tqdm(total=len(plan), unit="tensor", desc="apply delta", disable=not progress) as bar:
+    with tqdm(total=len(merge.plan), unit="tensor", desc="apply delta", disable=not progress) as bar:
         for i, entries in enumerate(shards, start=1):
             file = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-            tensors = _merged_tensors(base_w, delta_w, entries, torch_dtype, bar)
-            write_safetensors_streaming(partial / file, entries, torch_dtype, tensors)
+            tensors = _merged_tensors(merge.base, merge.delta, entries, dtype, bar)
+            write_safetensors_streaming(out / file, entries, dtype, tensors)
             weight_map.update({name: file for name, _ in entries})
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    (partial / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
-    copied = copy_side_files(delta, partial, dtype)
-    if target.exists():  # --overwrite, checked above
-        shutil.rmtree(target) if target.is_dir() else target.unlink()
-    partial.rename(target)
-    logger.info("wrote %s: %d shard(s), the index, %s", target, len(shards), ", ".join(copied))
-    return target
+    (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
 
 
 # ----------------------------------------------------------------------------------------------------------
