@@ -84,6 +84,18 @@ def test_bad_samples_are_skipped_and_counted(tmp_path: Path):
     assert counts == expected
 
 
+def test_bad_image_log_names_shard_and_key(tmp_path: Path, caplog):
+    plant_bad_shards(tmp_path)
+    with caplog.at_level("WARNING", logger="minigpt4.datasets.datasets.common"):
+        list(make_dataset(f"{tmp_path}/{{00000..00003}}.tar"))
+    decode = [r.getMessage() for r in caplog.records if "(image_decode)" in r.getMessage()]
+    shard = str(tmp_path / "00000.tar")
+    assert len(decode) == 2, decode
+    assert any(f"shard {shard}, key bad_trunc (jpg)" in m and "cut short" in m for m in decode), decode
+    assert any(f"shard {shard}, key bad_bytes (jpg)" in m and "not a known image format" in m for m in decode), decode
+    assert not any("object at 0x" in m or "BytesIO" in m for m in decode), decode
+
+
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_bad_counts_reach_the_iterator(tmp_path: Path, num_workers: int):
     good, expected = plant_bad_shards(tmp_path)

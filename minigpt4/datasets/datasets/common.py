@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from minigpt4.processors.blip_processors import to_rgb
 
@@ -41,12 +42,44 @@ def seeded_torch(seed: int | None) -> Iterator[None]:
         yield
 
 
-def open_rgb(fp: Any) -> Image.Image:
-    """Open, fully decode (truncated data raises here) and convert an image file or file object to RGB."""
-    with Image.open(fp) as img:
-        img.load()
-        rgb = to_rgb(img)
-        return rgb.copy() if rgb is img else rgb
+class UnreadableImage(ValueError):
+    """Bytes that are not an image we can decode: the message names the file, ``reason`` says why in plain words."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"this file is not an image we can read: {name} ({reason})")
+        self.name = name
+        self.reason = reason
+
+
+def image_error_reason(err: BaseException) -> str:
+    """Why PIL could not decode an image, in plain words (never the repr of an in-memory file)."""
+    if isinstance(err, UnidentifiedImageError):
+        return "not a known image format"
+    if isinstance(err, Image.DecompressionBombError):
+        return "too many pixels"
+    text = str(err)
+    if "truncated" in text.lower():
+        return "the file is cut short or damaged"
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def open_rgb(fp: Any, name: str | None = None) -> Image.Image:
+    """Open, fully decode (truncated data raises here) and convert an image file or file object to RGB.
+
+    Raises:
+        UnreadableImage: the bytes are not a decodable image; ``name`` (default: ``fp`` if it is a path) is in
+            the message. A missing or unreadable file raises its ``OSError`` (which names the path) unchanged.
+    """
+    try:
+        with Image.open(fp) as img:
+            img.load()
+            rgb = to_rgb(img)
+            return rgb.copy() if rgb is img else rgb
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as err:
+        label = name or (os.fspath(fp) if isinstance(fp, str | os.PathLike) else "image data")
+        raise UnreadableImage(str(label), image_error_reason(err)) from err
 
 
 class BadSampleCounter:

@@ -41,6 +41,7 @@ from minigpt4.datasets.datasets.common import (
     FLUSH_KEY,
     META_KEY,
     BadSampleCounter,
+    UnreadableImage,
     collate,
     derive_seed,
     open_rgb,
@@ -292,7 +293,7 @@ class ImageTextWebDataset(IterableDataset):
 
     # samples ---------------------------------------------------------------------------------------------
     def _decode(self, raw: dict[str, Any], counter: BadSampleCounter, seed: int) -> dict[str, Any] | None:
-        where = f"{raw['__url__']}:{raw['__key__']}"
+        where = f"shard {raw['__url__']}, key {raw['__key__']}"
         try:
             raw = {k: v.read() if isinstance(v, MemberRef) else v for k, v in raw.items()}
         except _TAR_ERRORS as err:
@@ -303,9 +304,12 @@ class ImageTextWebDataset(IterableDataset):
             counter.add("no_image", where, f"members {sorted(k for k in raw if not k.startswith('__'))}")
             return None
         try:
-            image = open_rgb(io.BytesIO(raw[ext]))
-        except Exception as err:  # PIL raises many types for bad bytes
-            counter.add("image_decode", where, err)
+            image = open_rgb(io.BytesIO(raw[ext]), name=f"{raw['__key__']}.{ext}")
+        except UnreadableImage as err:
+            counter.add("image_decode", f"{where} ({ext})", err.reason)
+            return None
+        except Exception as err:  # anything else PIL may raise for bad bytes
+            counter.add("image_decode", f"{where} ({ext})", f"{type(err).__name__}: {err}")
             return None
         caption = _caption(raw)
         if caption is None:
