@@ -7,21 +7,38 @@ Without ``--question``, questions are read from standard input, one per line; ea
 standard output followed by an empty line (streamed as it is generated with ``--stream``). Lines starting with
 ``/`` are commands: ``/reset`` starts the conversation again with the same image, ``/image PATH`` starts a new
 one about another image, ``/quit`` ends (so does the end of the input). Logs go to standard error.
+
+The ``--image`` file is checked before the model is loaded; a file that is missing or not an image we can read
+(at start or after ``/image``) is reported with its path, and the conversation in progress goes on.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import TextIO
 
+from PIL import Image
+
 from minigpt4.cli.common import add_generation_args, add_model_args, generation_options, load_chat
 from minigpt4.conversation.conversation import Chat, Conversation
+from minigpt4.datasets.datasets.common import open_rgb
 
 logger = logging.getLogger(__name__)
 
 PROMPT = ">>> "
+
+
+def read_image(path: str) -> Image.Image:
+    """The image at ``path`` in RGB; a ``ValueError`` (or ``OSError``) naming the path in plain words if it cannot
+    be used: missing, a folder, or not an image we can read."""
+    if not os.path.exists(path):
+        raise ValueError(f"no such image file: {path}")
+    if os.path.isdir(path):
+        raise ValueError(f"this is a folder, not an image file: {path}")
+    return open_rgb(path)  # UnreadableImage: "this file is not an image we can read: PATH (why)"
 
 
 class TerminalChat:
@@ -37,10 +54,11 @@ class TerminalChat:
         self.conv: Conversation | None = None
         self.img_list: list = []
 
-    def start(self, image: str) -> None:
-        """A new conversation about ``image``."""
+    def start(self, image: str, loaded: Image.Image | None = None) -> None:
+        """A new conversation about the image file ``image`` (``loaded``: that file, already read)."""
+        picture = loaded if loaded is not None else read_image(image)  # raises before anything changes
         conv, img_list = self.template.copy(), []
-        self.chat.upload_img(image, conv, img_list)  # fails before anything changes if the image is unreadable
+        self.chat.upload_img(picture, conv, img_list)
         self.image, self.conv, self.img_list = image, conv, img_list
         logger.info("chatting about %s", image)
 
@@ -100,13 +118,14 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: Tex
     if args.seed is not None:
         torch.manual_seed(args.seed)
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
+    try:
+        first_image = read_image(args.image)  # before the model is loaded
+    except (OSError, ValueError) as err:
+        logger.error("%s", err)
+        return 2
     loaded = load_chat(args)
     session = TerminalChat(loaded.chat, loaded.template, generation_options(args), args.stream, stdout)
-    try:
-        session.start(args.image)
-    except (OSError, ValueError) as err:
-        logger.error("could not read the image %s: %s", args.image, err)
-        return 2
+    session.start(args.image, first_image)
     if args.question:
         for question in args.question:
             session.ask(question)
