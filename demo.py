@@ -1,8 +1,9 @@
 """MiniGPT-4 chat demo: ``python demo.py --cfg-path eval_configs/minigpt4_eval.yaml [--gpu-id 0]``.
 
 Options: ``--options key=value ...`` overrides the config, ``--device cpu`` runs without a GPU, ``--host`` /
-``--port`` choose where it listens (127.0.0.1:7860), ``--share`` opens a public link. The app itself lives in
-:mod:`minigpt4.cli.web`; importing this file loads nothing.
+``--port`` choose where it listens (127.0.0.1:7860), ``--share`` opens a public link. Gradio's usage analytics
+are off (``GRADIO_ANALYTICS_ENABLED=True`` turns them back on): nothing leaves the machine unless ``--share`` asks
+for it. The app itself lives in :mod:`minigpt4.cli.web`; importing this file loads nothing.
 """
 
 from __future__ import annotations

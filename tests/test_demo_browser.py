@@ -1,76 +1,42 @@
 """The Gradio demo in a real browser: ``demo.py`` runs as a subprocess on a tiny eval config, chromium (Debian's,
-driven by Playwright) uploads images, chats, restarts, opens a second session and uploads a corrupt file.
+driven by Playwright) uploads images, chats, uploads a new image mid-conversation, restarts, opens a second
+session and uploads a corrupt file; no page requests anything off the machine.
 
 Needs the ``chromium`` executable and the ``playwright`` package; skipped otherwise.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 
+from minigpt4.cli import web
+from tests.cli.demo_process import clean_env, demo_command, running_demo
 from tests.cli.tiny_chat import write_images, write_tiny_eval_config
 
-REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-START_TIMEOUT_S = 180
 ANSWER_TIMEOUT_MS = 120_000
+LOCAL_HOSTS = ("127.0.0.1", "localhost")
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs the chromium executable (apt-get install chromium)")
 sync_api = pytest.importorskip("playwright.sync_api")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_until_serving(url: str, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"demo.py exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"demo.py did not serve {url} within {START_TIMEOUT_S}s:\n{log.read_text()[-4000:]}")
-
-
 @pytest.fixture(scope="module")
 def demo_url(tmp_path_factory: pytest.TempPathFactory):
+    """``demo.py`` as a user starts it (no Gradio or Hub variables set) on a tiny eval config."""
     root = tmp_path_factory.mktemp("demo")
     cfg = write_tiny_eval_config(root)
-    port = _free_port()
     log = root / "demo.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "demo.py", "--cfg-path", str(cfg), "--device", "cpu", "--port", str(port)]
-    command += ["--max-image-mb", "1", "--seed", "0"]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
     try:
-        _wait_until_serving(url, proc, log)
-        yield url
+        with running_demo(demo_command(cfg, "--max-image-mb", "1", "--seed", "0"), clean_env(), log) as url:
+            yield url
     finally:
         shutil.copy(log, tmp_path_factory.getbasetemp() / "demo.log")
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +63,8 @@ class DemoPage:
         self.context = browser.new_context()
         self.page = self.context.new_page()
         self.page.set_default_timeout(ANSWER_TIMEOUT_MS)
+        self.off_machine: list[str] = []  # every request of the page to another host (fonts, analytics...)
+        self.page.on("request", self._record)
         self.page.goto(url)
         self.page.wait_for_selector("#upload-button")
 
@@ -106,6 +74,22 @@ class DemoPage:
         self.page.set_input_files("#image-upload input[type=file]", str(path))
         self.page.wait_for_selector(f"#image-upload [aria-label='{path.name}']")
         self.page.click("#upload-button")
+
+    def _record(self, request) -> None:
+        url = urlparse(request.url)
+        if url.scheme not in ("data", "blob") and url.hostname not in LOCAL_HOSTS:
+            self.off_machine.append(request.url)
+
+    def wait_status(self, text: str) -> None:
+        self.page.wait_for_function("text => document.querySelector('#status textarea').value.includes(text)", arg=text)
+
+    def toast_closes_by_itself(self) -> None:
+        """A toast is shown with a timer of ``TOAST_SECONDS`` and then closes without being touched."""
+        toast = self.page.locator("[data-testid=toast-body]")
+        toast.wait_for()
+        style = toast.locator(".timer").get_attribute("style") or ""
+        assert f"animation-duration: {web.TOAST_SECONDS}s" in style, style
+        toast.wait_for(state="detached")
 
     def wait_chat_ready(self) -> None:
         self.page.wait_for_function("() => !document.querySelector('#question textarea').disabled")
@@ -152,6 +136,13 @@ def test_upload_ask_restart_sessions_and_corrupt_upload(demo_url, browser, image
 
         first.upload(images["red"])
         first.wait_chat_ready()
+        first.ask("Where is it?")
+
+        # another image mid-conversation starts a new conversation about it, and says so
+        first.upload(images["blue"])
+        first.wait_status(web.NEW_IMAGE_NOTE)
+        assert first.bot_messages() == [] and first.user_messages() == []
+        first.toast_closes_by_itself()
         first.ask("What colour is the square?")
 
         # a second session has its own conversation
@@ -171,18 +162,19 @@ def test_upload_ask_restart_sessions_and_corrupt_upload(demo_url, browser, image
             second.page.click("#restart-button")
             second.page.wait_for_function("() => document.querySelector('#question textarea').disabled")
             second.upload(images["corrupt"])
-            second.page.wait_for_function(
-                "() => document.querySelector('#status textarea').value.includes('Could not read the image')"
-            )
+            second.wait_status("This file is not an image we can read: corrupt.png")
             assert second.page.locator("#question textarea").is_disabled()
+            second.toast_closes_by_itself()
             first.ask("And now?")
             assert len(first.user_messages()) == 3
             second.upload(images["red"])
             second.wait_chat_ready()
             second.ask("Better?")
             assert second.user_messages() == ["Better?"]
+            assert second.off_machine == []
         finally:
             second.close()
+        assert first.off_machine == []
     finally:
         first.close()
 
@@ -192,9 +184,9 @@ def test_restart_before_upload_and_empty_question(demo_url, browser):
     try:
         page.page.click("#restart-button")
         page.page.click("#upload-button")  # no file chosen: a message, no crash
-        page.page.wait_for_function(
-            "() => document.querySelector('#status textarea').value.includes('choose an image')"
-        )
+        page.wait_status("choose an image")
         assert page.page.locator("#question textarea").is_disabled()
+        page.toast_closes_by_itself()
+        assert page.off_machine == []
     finally:
         page.close()

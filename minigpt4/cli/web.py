@@ -2,6 +2,9 @@
 
 Every browser session has its own conversation and images (``gr.State``); a queue runs one generation at a
 time (``--concurrency``). An unreadable or oversized image is refused with a message and the app keeps serving.
+Uploading another image during a conversation starts a new conversation about it (with a note saying so).
+Gradio's usage analytics are off and nothing is sent off the machine unless ``--share`` asks for a public link
+(see :mod:`minigpt4.cli.local_gradio`).
 """
 
 from __future__ import annotations
@@ -15,20 +18,27 @@ from typing import Any
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from minigpt4.cli import local_gradio
 from minigpt4.cli.common import add_model_args, load_chat
 from minigpt4.conversation.conversation import Chat, Conversation
+from minigpt4.datasets.datasets.common import image_error_reason
 
 logger = logging.getLogger(__name__)
 
 TITLE = "MiniGPT-4"
 DESCRIPTION = (
     "Upload an image, press **Upload & Start Chat**, then ask about it. "
+    "Another image, uploaded the same way, starts a new conversation about it. "
     "**Restart** clears the conversation and the image."
 )
 ASK_PLACEHOLDER = "Type a question and press Enter"
 UPLOAD_FIRST = "Please upload your image first"
 UPLOAD_LABEL = "Upload & Start Chat"
-STARTED_LABEL = "Start Chatting"
+NEW_IMAGE_LABEL = "Upload & Restart Chat"
+IMAGE_RECEIVED = "Image received. Ask a question."
+NEW_IMAGE_NOTE = "New image received: the conversation started again. Ask a question."
+NEW_IMAGE_HINT = f"Press **{NEW_IMAGE_LABEL}** to talk about this image (the conversation starts again)."
+TOAST_SECONDS = 5  # warnings and notes close by themselves (Gradio's default keeps them 10 s)
 GENERATING = "Generating..."
 READY = "Ready."
 EMPTY_ANSWER = "*(empty answer: the model stopped at once)*"
@@ -43,6 +53,7 @@ def open_upload(path: str | None, max_bytes: int, max_pixels: int) -> Image.Imag
     """The uploaded file as an RGB PIL image, or :class:`ImageRejected` saying why not."""
     if not path:
         raise ImageRejected("Please choose an image first.")
+    name = os.path.basename(path)  # Gradio keeps the uploaded file's own name
     size = os.path.getsize(path)
     if size > max_bytes:
         raise ImageRejected(f"The image is too large ({size / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.0f} MB).")
@@ -54,7 +65,7 @@ def open_upload(path: str | None, max_bytes: int, max_pixels: int) -> Image.Imag
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError, ValueError) as err:
         if isinstance(err, ImageRejected):
             raise
-        raise ImageRejected(f"Could not read the image ({type(err).__name__}).") from err
+        raise ImageRejected(f"This file is not an image we can read: {name} ({image_error_reason(err)}).") from err
 
 
 class DemoHandlers:
@@ -77,29 +88,34 @@ class DemoHandlers:
 
         try:
             image = open_upload(path, self.max_image_bytes, self.max_image_pixels)
-        except ImageRejected as err:
-            gr.Warning(str(err))
-            return (gr.update(value=None), gr.update(), gr.update(), gr.update(), conv, img_list, str(err))
+        except ImageRejected as err:  # the conversation in progress, if any, goes on
+            gr.Warning(str(err), duration=TOAST_SECONDS)
+            keep = gr.update()
+            return (gr.update(value=None), keep, keep, keep, keep, conv, img_list, str(err))
+        restarted = conv is not None
         conv, img_list = self.template.copy(), []
         self.chat.upload_img(image, conv, img_list)
+        if restarted:
+            gr.Info(NEW_IMAGE_NOTE, duration=TOAST_SECONDS)
         return (
-            gr.update(value=None),  # the upload box is free again; the preview shows the image in use
+            gr.update(value=None),  # the upload box takes the next image; the preview shows the image in use
             gr.update(value=image, visible=True),
             gr.update(interactive=True, placeholder=ASK_PLACEHOLDER),
-            gr.update(value=STARTED_LABEL, interactive=False),
+            gr.update(value=NEW_IMAGE_LABEL, interactive=True),
+            [],
             conv,
             img_list,
-            "Image received. Ask a question.",
+            NEW_IMAGE_NOTE if restarted else IMAGE_RECEIVED,
         )
 
     def ask(self, text: str, chatbot: list[dict[str, Any]], conv: Conversation | None):
         import gradio as gr
 
         if conv is None:
-            gr.Warning(UPLOAD_FIRST)
+            gr.Warning(UPLOAD_FIRST, duration=TOAST_SECONDS)
             return gr.update(), chatbot, conv
         if not text.strip():
-            gr.Warning("Please type a question.")
+            gr.Warning("Please type a question.", duration=TOAST_SECONDS)
             return gr.update(), chatbot, conv
         self.chat.ask(text, conv)
         return "", [*chatbot, {"role": "user", "content": text}], conv
@@ -130,7 +146,7 @@ class DemoHandlers:
             )
             notice = f" {TRUNCATED_NOTICE}" if stream.truncated else ""
             if stream.truncated:
-                gr.Info(TRUNCATED_NOTICE)
+                gr.Info(TRUNCATED_NOTICE, duration=TOAST_SECONDS)
             yield chatbot, conv, GENERATING + notice
             for piece in stream:
                 chatbot[-1] = {"role": "assistant", "content": chatbot[-1]["content"] + piece}
@@ -142,7 +158,7 @@ class DemoHandlers:
             logger.exception("generation failed")
             if conv.messages and conv.messages[-1][1] is None:
                 conv.messages.pop()  # drop the unanswered assistant turn
-            gr.Warning(f"Generation failed: {type(err).__name__}")
+            gr.Warning(f"Generation failed: {type(err).__name__}", duration=TOAST_SECONDS)
             yield chatbot[:-1], conv, f"Generation failed: {err}"
 
     def reset(self, conv: Conversation | None, img_list: list | None):
@@ -178,10 +194,9 @@ def build_demo(
         session_ttl: seconds a session's conversation (with its key/value cache) is kept after its last
             answer; None keeps it until the session ends.
     """
-    import gradio as gr
-
+    gr = local_gradio.import_gradio()
     handlers = DemoHandlers(chat, template, int(max_image_mb * 2**20), max_image_pixels, max_length)
-    with gr.Blocks(title=TITLE) as demo:
+    with gr.Blocks(title=TITLE, analytics_enabled=local_gradio.analytics_enabled()) as demo:
         gr.Markdown(f"# {TITLE}\n{DESCRIPTION}")
         with gr.Row():
             with gr.Column(scale=1):
@@ -203,15 +218,18 @@ def build_demo(
                     label="User", placeholder=UPLOAD_FIRST, interactive=False, elem_id="question", submit_btn=True
                 )
 
-        upload_button.click(
-            handlers.upload,
-            [image_file, conv_state, img_state],
-            [image_file, preview, question, upload_button, conv_state, img_state, status],
-        )
-        question.submit(handlers.ask, [question, chatbot, conv_state], [question, chatbot, conv_state]).then(
+        answering = question.submit(
+            handlers.ask, [question, chatbot, conv_state], [question, chatbot, conv_state]
+        ).then(
             handlers.answer,
             [chatbot, conv_state, img_state, num_beams, temperature, max_new_tokens],
             [chatbot, conv_state, status],
+        )
+        upload_button.click(
+            handlers.upload,
+            [image_file, conv_state, img_state],
+            [image_file, preview, question, upload_button, chatbot, conv_state, img_state, status],
+            cancels=[answering],  # a new image ends the answer in progress about the old one
         )
         restart_button.click(
             handlers.reset,
@@ -254,10 +272,11 @@ def main(argv: list[str] | None = None) -> None:
         session_ttl=args.session_ttl,
     )
     demo.queue(default_concurrency_limit=args.concurrency)
-    demo.launch(
+    local_gradio.launch(
+        demo,
+        share=args.share,
         server_name=args.host,
         server_port=args.port,
-        share=args.share,
         max_file_size=int(args.max_image_mb * 2**20),
     )
 
