@@ -1,7 +1,7 @@
 """Build the tiny world: ``python -m minigpt4.tiny.build --out tiny_world [--seed 0] [--small]``.
 
-Writes, deterministically for a given ``--seed`` (same seed, same bytes), in the formats of the real data and
-weights::
+Writes, deterministically for a given ``--seed`` and ``--threads`` (same seed and threads, same bytes; the default
+is the number of CPUs this process may use), in the formats of the real data and weights::
 
     tiny_world/
       world.json                      what was built: seed, sizes, vocabulary, pretraining statistics
@@ -14,7 +14,8 @@ weights::
       heldout/labels.json, image/<id>.jpg             evaluation: attribute labels and reference texts
 
 The folder is assembled under ``<out>.partial`` and renamed when complete; an existing complete world with the
-same seed and size is kept unless ``--force``.
+same seed and size is kept unless ``--force``. The pretrainings show a progress bar with the time left on an
+interactive terminal and log their first, last and every quarter step.
 """
 
 from __future__ import annotations
@@ -145,6 +146,13 @@ def save_towers(model: towers.Towers, out_dir: str) -> None:
 # ----------------------------------------------------------------------------------------------------------
 
 
+def available_cpus() -> int:
+    """How many CPUs this process may run on (its affinity mask, e.g. under ``taskset`` or a container limit)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def is_complete(out: str, seed: int, size_name: str) -> bool:
     path = os.path.join(out, "world.json")
     if not os.path.isfile(path):
@@ -200,6 +208,7 @@ def build(
         "seed": seed,
         "size": size_name,
         "image_size": image_size,
+        "threads": torch.get_num_threads(),
         "attributes": {k: list(v) for k, v in world.ATTRIBUTES.items()},
         "counts": {
             "laion": size.stage1_per_source,
@@ -235,16 +244,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--threads",
         type=int,
-        default=2,
-        help="torch CPU threads (default 2); the world is the same, byte for byte, for the same seed and threads",
+        default=None,
+        help=f"torch CPU threads (default {available_cpus()}: the CPUs this process may use); the world is the "
+        "same, byte for byte, for the same seed and threads",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    torch.set_num_threads(args.threads)
+    threads = args.threads or available_cpus()
+    torch.set_num_threads(threads)
+    logger.info("%d torch threads%s", threads, "" if args.threads else " (the CPUs this process may use)")
     return build(args.out, seed=args.seed, small=args.small, force=args.force)
 
 

@@ -33,7 +33,7 @@ import torch
 
 from minigpt4.common.constants import IMAGE_PLACEHOLDER, PAD_TOKEN, PROMPT_TEMPLATE_VICUNA0, SYSTEM_VICUNA0
 from minigpt4.tiny import world
-from minigpt4.tiny.towers import warmup_cosine
+from minigpt4.tiny.towers import log_milestone, training_steps, warmup_cosine
 
 logger = logging.getLogger(__name__)
 
@@ -234,7 +234,8 @@ def pretrain_lm(
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(warmup_cosine, warmup=cfg.warmup, steps=cfg.steps))
     batches = _batches(ids, cfg.batch_size, random.Random(seed), pad_id=tokenizer.eos_token_id)
     start, losses = time.time(), []
-    for step in range(cfg.steps):
+    bar = training_steps("lm", cfg.steps)
+    for step in bar:
         input_ids, mask, labels = next(batches)
         loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
         optimizer.zero_grad(set_to_none=True)
@@ -243,8 +244,8 @@ def pretrain_lm(
         optimizer.step()
         schedule.step()
         losses.append(loss.item())
-        if step % 100 == 0 or step == cfg.steps - 1:
-            logger.info("lm step %d/%d loss %.3f (%.0fs)", step, cfg.steps, loss.item(), time.time() - start)
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+        log_milestone("lm", step, cfg.steps, losses[-1], start)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     tail = losses[-20:]

@@ -40,6 +40,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from minigpt4.common.constants import CLIP_MEAN, CLIP_STD, IGNORE_INDEX
+from minigpt4.common.logger import progress
 from minigpt4.tiny import world
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,17 @@ class TowerConfig:
     lr: float = 3e-3
     warmup: int = 20
     log_accuracy: int = 0  # > 0: log held-out accuracy every that many steps
+
+
+def training_steps(name: str, steps: int) -> Any:
+    """``range(steps)`` as a progress bar with the time left (on an interactive terminal; silent elsewhere)."""
+    return progress(range(steps), total=steps, desc=f"{name} pretraining")
+
+
+def log_milestone(name: str, step: int, steps: int, loss: float, start: float, parts: int = 4) -> None:
+    """Log the first and last step and every ``1/parts`` of the way (what a log file keeps of the bar)."""
+    if step == 0 or step == steps - 1 or (step + 1) % max(1, steps // parts) == 0:
+        logger.info("%s step %d/%d loss %.3f (%.0fs)", name, step + 1, steps, loss, time.time() - start)
 
 
 def warmup_cosine(step: int, warmup: int, steps: int) -> float:
@@ -233,7 +245,8 @@ def pretrain_towers(model_cfg: Any, cfg: TowerConfig, seed: int) -> tuple[Towers
     generator = torch.Generator().manual_seed(seed)
     start = time.time()
     model.train()
-    for step in range(cfg.steps):
+    bar = training_steps("towers", cfg.steps)
+    for step in bar:
         idx = torch.randint(0, len(images), (cfg.batch_size,), generator=generator)
         logits = model(images[idx])
         loss = sum(F.cross_entropy(logits[name], _per_query(name, labels[name][idx], logits[name])) for name in labels)
@@ -241,8 +254,8 @@ def pretrain_towers(model_cfg: Any, cfg: TowerConfig, seed: int) -> tuple[Towers
         loss.backward()
         optimizer.step()
         schedule.step()
-        if step % 100 == 0 or step == cfg.steps - 1:
-            logger.info("towers step %d/%d loss %.3f (%.0fs)", step, cfg.steps, loss.item(), time.time() - start)
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        log_milestone("towers", step, cfg.steps, loss.item(), start)
         if cfg.log_accuracy and step % cfg.log_accuracy == cfg.log_accuracy - 1:
             logger.info(
                 "towers step %d accuracy %s",

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import io
 import json
+import logging
 import os
+import re
+import subprocess
+import sys
 
 import torch
 
@@ -47,6 +53,42 @@ def test_same_seed_same_bytes_other_seed_other_data(tmp_path):
     assert da == db
     assert da.keys() == dc.keys()
     assert da["cc_sbu_align/filter_cap.json"] != dc["cc_sbu_align/filter_cap.json"]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_pretrainings_show_a_progress_bar_and_log_milestones(tmp_path, monkeypatch, caplog):
+    """On a terminal the world build shows each pretraining as a bar with the time left; the log (what a log
+    file keeps) has the first, last and every quarter step, not a line every 100 steps."""
+    steps = 8
+    size = dataclasses.replace(
+        MICRO, lm=LMConfig(steps=steps, batch_size=4), towers=TowerConfig(images=16, steps=steps, batch_size=4)
+    )
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    with caplog.at_level(logging.INFO, logger="minigpt4.tiny"):
+        build(str(tmp_path / "w"), seed=3, size=size)
+    bars = terminal.getvalue()
+    for name in ("lm", "towers"):
+        assert re.search(rf"{name} pretraining: 100%.*{steps}/{steps} \[\d\d:\d\d<00:00", bars), bars
+        logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"{name} step ")]
+        assert [m.split()[2] for m in logged] == ["1/8", "2/8", "4/8", "6/8", "8/8"], logged
+
+
+def test_threads_default_to_the_cpus_the_process_may_use():
+    one_cpu = min(os.sched_getaffinity(0))
+    result = subprocess.run(
+        [sys.executable, "-m", "minigpt4.tiny.build", "--help"],
+        capture_output=True,
+        text=True,
+        preexec_fn=lambda: os.sched_setaffinity(0, {one_cpu}),
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "(default 1: the CPUs this process may use)" in " ".join(result.stdout.split())
 
 
 def test_texts_name_every_attribute_once():
