@@ -40,7 +40,7 @@ class MiniGPT4Config:
     image_size: int = 224
     drop_path_rate: float = 0.0
     use_grad_checkpoint: bool = False
-    vit_precision: str = "fp16"  # fp16 (CUDA) | bf16 | fp32: dtype of the frozen ViT's conv/linear weights
+    vit_precision: str = "fp16"  # fp16 (published, CPU too) | bf16 | fp32: dtype of the frozen ViT conv/linear weights
     freeze_vit: bool = True
     vit_width: int = 1408
     vit_depth: int = 39
@@ -136,6 +136,23 @@ def split_instruction(instruction: str) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
+def warn_if_fp16_is_slow_here(setting: str, faster: str) -> None:
+    """Warn when fp16 weights will run on a CPU that has no fp16 matrix unit.
+
+    Torch runs every fp16 op the model needs on a CPU (conv, linear, layer norm with fp32 parameters, SDPA,
+    autocast), so ``setting`` is honoured; but without AMX-FP16 those kernels are several times slower than fp32
+    and bf16 (BENCHMARKS.md). The model is built on the CPU and moved afterwards, so "no CUDA here" is the sign.
+    """
+    if torch.cuda.is_available() or torch.cpu._is_amx_fp16_supported():
+        return
+    logger.warning(
+        "%s without CUDA: the weights stay fp16 and run on the CPU, but this CPU has no AMX-FP16 unit, so fp16 "
+        "matmuls and convolutions run several times slower than fp32 or bf16; for CPU use set %s",
+        setting,
+        faster,
+    )
+
+
 # ----------------------------------------------------------------------------------------------------------
 # the model
 # ----------------------------------------------------------------------------------------------------------
@@ -169,9 +186,8 @@ class MiniGPT4(Blip2Base):
         self.end_sym = cfg.end_sym
         self.prompt_template = cfg.prompt_template
         vit_precision = cfg.vit_precision
-        if vit_precision == "fp16" and not torch.cuda.is_available():
-            logger.warning("vit_precision fp16 needs CUDA, which is not available: keeping the ViT in fp32")
-            vit_precision = "fp32"
+        if vit_precision == "fp16":
+            warn_if_fp16_is_slow_here("model.vit_precision: fp16", "model.vit_precision=bf16")
 
         self._build_vision(cfg, vit_precision)
         self.llama_tokenizer, self.llama_model = self._build_llm(cfg)
@@ -229,9 +245,8 @@ class MiniGPT4(Blip2Base):
             )
 
         dtype = TORCH_DTYPES[self._check_choice("torch_dtype", cfg.torch_dtype, TORCH_DTYPES)]
-        if dtype == torch.float16 and not torch.cuda.is_available():
-            logger.warning("torch_dtype float16 needs CUDA, which is not available: loading the LLM in float32")
-            dtype = torch.float32
+        if dtype == torch.float16:
+            warn_if_fp16_is_slow_here("model.torch_dtype: float16", "model.torch_dtype=bfloat16")
         kwargs: dict[str, Any] = {"dtype": dtype}
         if cfg.low_resource:
             kwargs.update(self._low_resource_kwargs(cfg.device_8bit))
