@@ -78,11 +78,17 @@ def banned_ids(tokenizer: Any, conv: Any) -> list[list[int]]:
 
 
 def conversation(
-    turns: int, reuse_cache: bool, model: Any, vis: Any, new_tokens: int, keep_answer_ids: bool = True
+    turns: int,
+    reuse_cache: bool,
+    model: Any,
+    vis: Any,
+    new_tokens: int,
+    keep_answer_ids: bool = True,
+    device: str = "cpu",
 ) -> list[dict[str, Any]]:
     from minigpt4.conversation.conversation import Chat, CONV_VISION_Vicuna0
 
-    chat = Chat(model, vis, device="cpu", reuse_cache=reuse_cache, keep_answer_ids=keep_answer_ids)
+    chat = Chat(model, vis, device=device, reuse_cache=reuse_cache, keep_answer_ids=keep_answer_ids)
     conv, img_list = CONV_VISION_Vicuna0.copy(), []
     image = torch.zeros(3, model.visual_encoder.image_size, model.visual_encoder.image_size)
     chat.upload_img(image, conv, img_list)

@@ -67,7 +67,8 @@ def versions() -> dict[str, str]:
     return out
 
 
-def machine() -> dict[str, Any]:
+def machine(with_cuda: bool = True) -> dict[str, Any]:
+    """The machine and library versions; ``with_cuda`` also names the GPU (which creates a CUDA context)."""
     import torch
 
     mem_gib = None
@@ -83,7 +84,7 @@ def machine() -> dict[str, Any]:
         "cpu_flags": cpu_flags(),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "mem_gib": mem_gib,
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cuda": torch.cuda.get_device_name(0) if with_cuda and torch.cuda.is_available() else None,
         "versions": versions(),
         "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }

@@ -17,6 +17,7 @@ answers filling ``max_txt_len`` 160).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import tempfile
 import time
@@ -109,6 +110,13 @@ def build_random_model(overrides: dict[str, Any], llama: LlamaDims, device: str,
     return model
 
 
+def weights_gib(overrides: dict[str, Any], llama: LlamaDims, tokenizer_dir: str) -> float:
+    """GiB of every parameter and buffer of the model these settings build, counted on the meta device."""
+    model = build_random_model(overrides, llama, "meta", tokenizer_dir)
+    tensors = [*model.parameters(), *model.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors) / 2**30
+
+
 def stage_samples(model: Any, batch: int, stage: dict[str, Any], device: str) -> dict[str, Any]:
     from bench.assets import captions
 
@@ -125,6 +133,20 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def free_memory_gib(device: str) -> float:
+    """Memory this process may still use: free CUDA memory, or available RAM on a CPU."""
+    if device.startswith("cuda"):
+        return torch.cuda.mem_get_info()[0] / 2**30
+    import psutil
+
+    return psutil.virtual_memory().available / 2**30
+
+
+def reset_peak_memory(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+
+
 def _peak_memory_gib(device: str) -> float:
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated() / 2**30
@@ -133,31 +155,56 @@ def _peak_memory_gib(device: str) -> float:
     return maxrss_mib() / 1024  # CPU dry runs only: the process's peak RSS
 
 
-def time_training(model: Any, samples: dict[str, Any], steps: int, warmup: int, device: str) -> dict[str, Any]:
+#: training precision of a GPU row -> (autocast dtype, model overrides, GradScaler). ``fp16`` is the published
+#: recipe (``run.amp: True``: fp16 autocast with a GradScaler, fp16 ViT and LLM weights); ``bf16`` is this
+#: project's bf16 path (bf16 autocast, bf16 ViT and LLM weights, no scaler)
+PRECISIONS: dict[str, tuple[torch.dtype, dict[str, str], bool]] = {
+    "fp16": (torch.float16, {"torch_dtype": "float16", "vit_precision": "fp16"}, True),
+    "bf16": (torch.bfloat16, {"torch_dtype": "bfloat16", "vit_precision": "bf16"}, False),
+}
+
+
+def time_training(
+    model: Any, samples: dict[str, Any], steps: int, warmup: int, device: str, precision: str = "bf16"
+) -> dict[str, Any]:
+    """Train ``warmup + steps`` steps (autocast of ``precision``, with a GradScaler for fp16, as the runner);
+    time the last ``steps``. Returns step times, peak memory, every loss and the final loss scale."""
     from bench.train_step import build_optimizer
 
+    dtype, _, use_scaler = PRECISIONS[precision]
+    kind = torch.device(device).type
+    scaler = torch.amp.GradScaler(kind, enabled=use_scaler)
     optimizer = build_optimizer(model)
     model.train()
+    losses = []
 
     def step() -> None:
-        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
+        with torch.autocast(kind, dtype=dtype):
             loss = model(samples)["loss"]
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)  # skipped (and the scale lowered) when the fp16 gradients overflowed
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.detach())
 
     for _ in range(warmup):
         step()
     _sync(device)
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
+    reset_peak_memory(device)
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
         step()
         _sync(device)
         times.append(time.perf_counter() - t0)
-    return {"step_s": summarize(times), "peak_mem_gib": _peak_memory_gib(device)}
+    values = [float(v) for v in torch.stack(losses).float().cpu()]  # one read, after the timed steps
+    return {
+        "step_s": summarize(times),
+        "peak_mem_gib": _peak_memory_gib(device),
+        "losses": values,
+        "loss_finite": all(math.isfinite(v) for v in values),
+        "loss_scale": scaler.get_scale() if use_scaler else None,
+    }
 
 
 def run_gpu(

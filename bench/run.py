@@ -5,6 +5,7 @@
     python -m bench.run --quick               # tiny shapes, a few steps: a smoke test of the whole harness
     python -m bench.run --json out.json --append-md
     python -m bench.run --gpu                 # full-size architecture on CUDA (random weights); fails without CUDA
+    python -m bench.run --gpu-check [...]     # the one GPU check (bench/gpu_check.py, bench/gpu_check.sh)
 
 Each training / chat configuration runs in its own process so that its peak memory (``ru_maxrss``) is its own.
 The load average is recorded with every figure: numbers taken on a busy machine are not comparable.
@@ -48,6 +49,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--threads", type=int, default=None, help="torch threads in the training/chat processes")
     p.add_argument("--gpu", action="store_true", help="full-size architecture on CUDA instead of the CPU benches")
+    p.add_argument(
+        "--gpu-check", action="store_true", help="the one GPU check (bench/gpu_check.py; its options follow)"
+    )
     args = p.parse_args(argv)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(args.only) - set(SECTIONS))
@@ -205,11 +209,16 @@ def run_cpu(args: argparse.Namespace, results: dict[str, Any], assets: str) -> N
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--gpu-check" in argv:  # its own options: see bench/gpu_check.py
+        from bench.gpu_check import main as gpu_check
+
+        return gpu_check([a for a in argv if a != "--gpu-check"])
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     logger.setLevel(logging.INFO)
     args = parse_args(argv)
     results: dict[str, Any] = {
-        "command": "python -m bench.run " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "command": "python -m bench.run " + shlex.join(argv),
         "quick": args.quick,
         "machine": machine(),
         "loadavg_start": loadavg(),
