@@ -12,6 +12,9 @@ random LLaMA from a ``LlamaConfig`` instead of reading a folder.
 Reports: the measured bf16 matmul peak of the device, stage-1 samples/s at batch 64 (bf16 autocast, the step of
 :mod:`bench.train_step`), model-FLOPs utilisation, and the stage-2 peak memory at batch 12, with and without LLM gradient checkpointing (instruction template,
 answers filling ``max_txt_len`` 160).
+
+``bench/gpu_check.sh`` (:mod:`bench.gpu_check`) builds on these pieces for the fuller, memory-safe check: fp16 +
+GradScaler and bf16 rows, 7B / 13B memory rows, NCCL, the CUDA-only tests and a chat turn, each row isolated.
 """
 
 from __future__ import annotations
