@@ -1,4 +1,5 @@
-"""Learning-rate schedules, registered by name for ``run.lr_sched``.
+"""The optimizer (AdamW with the published parameter groups) and the learning-rate schedules, registered by name
+for ``run.lr_sched``.
 
 Both schedulers follow the published MiniGPT-4 recipe: a linear warmup from ``warmup_lr`` to ``init_lr`` over the
 first ``warmup_steps`` *global* steps, then a per-epoch decay (half-cosine to ``min_lr`` over ``max_epoch``, or a
@@ -17,6 +18,8 @@ import logging
 import math
 from typing import Any
 
+import torch
+from torch import nn
 from torch.optim import Optimizer
 
 from minigpt4.common.registry import registry
@@ -171,3 +174,26 @@ def build_lr_scheduler(run_cfg: Any, optimizer: Optimizer, iters_per_epoch: int 
         warmup_start_lr=run_cfg.warmup_lr,
         decay_rate=1.0 if run_cfg.decay_rate is None else run_cfg.decay_rate,
     )
+
+
+def build_optimizer(model: nn.Module, run_cfg: Any) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; weight decay on >= 2-d weights only (none on biases, norms or other
+    1-d parameters). Reads ``run.init_lr``, ``run.weight_decay`` and ``run.beta2``.
+
+    Raises:
+        ValueError: the model has no trainable parameter.
+    """
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 or name.endswith(".bias") else decay).append(param)
+    if not decay and not no_decay:
+        raise ValueError("the model has no trainable parameters")
+    num = sum(p.numel() for p in decay + no_decay)
+    logger.info("trainable parameters: %d (%d tensors with weight decay, %d without)", num, len(decay), len(no_decay))
+    groups = [
+        {"params": decay, "weight_decay": float(run_cfg.weight_decay)},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    groups = [group for group in groups if group["params"]]
+    return torch.optim.AdamW(groups, lr=float(run_cfg.init_lr), betas=(0.9, float(run_cfg.beta2)))

@@ -36,8 +36,10 @@ class RunConfig:
     num_workers: int = 0
 
     # precision
-    amp: bool = False  # autocast the forward pass (CUDA fp16 uses a GradScaler)
-    amp_dtype: str = "float16"  # "float16" (published, CUDA only) or "bfloat16" (CUDA and CPU, no scaler)
+    amp: bool = False  # autocast the forward pass (fp16 uses a GradScaler)
+    # "float16" (published: with a GradScaler, on CUDA and CPU), "bfloat16" (no scaler) or "auto" (bf16 where the
+    # device computes it natively, else fp16 on CUDA and fp32 on a CPU); see minigpt4/runners/precision.py
+    amp_dtype: str = "float16"
     # torch.compile the ViT, the Q-Former and the LLM decoder (the model's ``compile_networks``); the first steps
     # are slower while it compiles. False: eager, as published
     compile: bool = False
@@ -58,6 +60,8 @@ class RunConfig:
     valid_splits: List[str] = field(default_factory=list)
     test_splits: List[str] = field(default_factory=list)
     evaluate: bool = False
+    best_metric: str = "loss"  # the validation metric that picks checkpoint_best.pth ("loss" or "<dataset>/<split>")
+    best_mode: str = "min"  # "min": lower best_metric is better; "max": higher
 
     # output, logging, checkpoints
     # The run folder is ``output_dir/<job id>``; the job id is ``job_name`` or, when it is unset, a timestamp.
@@ -72,4 +76,3 @@ class RunConfig:
     max_consecutive_nonfinite: int = 10  # stop after this many non-finite losses in a row (each is skipped)
     progress_bar: bool = True  # tqdm bar on rank 0
     tensorboard: bool = True  # TensorBoard scalars under <run folder>/tensorboard
-    wandb_log: bool = False  # accepted for compatibility with the published configs; not used

@@ -158,8 +158,8 @@ class _Source:
             if self._empty_epochs >= 2:
                 raise RuntimeError(f"{self.name}: a full pass over the data gave no batch of {self.batch_size}")
         self.bad_base.update(self._latest_total())
-        logger.info(
-            "%s: epoch %d done after %d batches; bad samples %s",
+        logger.debug(
+            "%s: data pass %d done after %d batches (the dataset's own pass count, not the run's epoch); bad samples %s",
             self.name,
             self.epoch,
             self.batches,

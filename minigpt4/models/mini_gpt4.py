@@ -442,18 +442,19 @@ class MiniGPT4(Blip2Base):
         return embeds, attention_mask, labels
 
     def forward(self, samples: dict[str, Any]) -> dict[str, Tensor]:
-        """``{"image": [B,3,H,W], "answer": [str], optional "instruction_input": [str]}`` -> ``{"loss": ...}``."""
+        """``{"image": [B,3,H,W], "answer": [str], optional "instruction_input": [str]}`` -> ``{"loss", "num_tokens"}``."""
         img_embeds, _ = self.encode_img(samples["image"])  # [B, N, D]
         answers = list(samples["answer"])
         instructions = self._instructions(samples, len(answers))
         embeds, attention_mask, labels = self.build_inputs(img_embeds, answers, instructions)
+        num_tokens = (labels[:, 1:] != IGNORE_INDEX).sum()  # the answer tokens the loss is the mean over
         with self.maybe_autocast():
             if self.cfg.sparse_lm_head:
-                return {"loss": self.answer_loss(embeds, attention_mask, labels)}
+                return {"loss": self.answer_loss(embeds, attention_mask, labels), "num_tokens": num_tokens}
             outputs = self.llama_model(
                 inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, return_dict=True
             )
-        return {"loss": outputs.loss}
+        return {"loss": outputs.loss, "num_tokens": num_tokens}
 
     def answer_loss(self, embeds: Tensor, attention_mask: Tensor, labels: Tensor) -> Tensor:
         """Mean next-token cross-entropy over the labelled tokens, with the LM head applied only where needed.

@@ -1,7 +1,7 @@
 """The task: what a training step computes, and how the model and datasets are built from the config.
 
 The runner owns the loop, distribution and checkpoints; the task owns the step and the loss
-(``train_step`` / ``valid_step``) and the evaluation over a validation loader.
+(``train_step`` / ``valid_step``) and the evaluation over a validation split (a token-weighted mean loss).
 """
 
 from __future__ import annotations
@@ -55,28 +55,50 @@ class BaseTask:
         """The training loss of one batch (a scalar)."""
         return model(samples)["loss"]
 
-    def valid_step(self, model: nn.Module, samples: dict[str, Any]) -> Tensor:
-        """The validation loss of one batch (a scalar)."""
-        return model(samples)["loss"]
+    def valid_step(self, model: nn.Module, samples: dict[str, Any]) -> dict[str, Tensor]:
+        """The model's output on one validation batch: ``loss`` and, when the model reports it, ``num_tokens``
+        (how many tokens ``loss`` is the mean over)."""
+        return model(samples)
 
     @torch.no_grad()
     def evaluation(self, model: nn.Module, batches: Iterable[dict[str, Any]], device: torch.device) -> dict[str, float]:
-        """Mean validation loss over ``batches`` (weighted by batch size, summed over every rank).
+        """The mean validation loss over every sample of ``batches``, summed over every rank.
+
+        Each batch's loss is weighted by the number of tokens it averages over when the model reports
+        ``num_tokens`` (MiniGPT-4 does: the result is the token-weighted mean over the whole split, the same for
+        any batch size and number of ranks), else by its number of samples. Collective under DDP: every rank
+        calls it, with its own share of the batches (possibly none).
 
         Returns:
-            ``{"loss": mean loss, "num_samples": samples seen on all ranks}``.
+            ``{"loss": mean loss, "num_samples": samples on all ranks}`` plus ``"num_tokens"`` (tokens on all
+            ranks) when the model reports them.
         """
-        total = torch.zeros(2, dtype=torch.float64, device=device)  # [sum of loss * batch size, samples]
+        # [sum of loss * weight, weight, samples, batches, batches without num_tokens]
+        total = torch.zeros(5, dtype=torch.float64, device=device)
         for samples in batches:
-            loss = self.valid_step(model, samples)
+            out = self.valid_step(model, samples)
             size = batch_size_of(samples)
-            total[0] += loss.detach().double() * size
-            total[1] += size
+            tokens = out.get("num_tokens")
+            weight = float(tokens) if tokens is not None else size
+            if weight:  # a batch with no answer token has a NaN mean and adds nothing
+                total[0] += out["loss"].detach().double() * weight
+            total[1] += weight
+            total[2] += size
+            total[3] += 1
+            total[4] += tokens is None
         if dist_utils.is_dist_avail_and_initialized():
             torch.distributed.all_reduce(total)
-        count = int(total[1].item())
-        mean = (total[0] / total[1]).item() if count else float("nan")
-        return {"loss": mean, "num_samples": count}
+        loss_sum, weight, count, num_batches, untokened = total.tolist()
+        if 0 < untokened < num_batches:
+            raise ValueError(f"{type(model).__name__} reported num_tokens for some validation batches only")
+        result = {"loss": loss_sum / weight if weight else float("nan"), "num_samples": int(count)}
+        if count and not untokened:
+            result["num_tokens"] = int(weight)
+        return result
+
+
+#: the counts ``evaluation`` reports next to the loss (not metrics)
+COUNT_KEYS = ("num_samples", "num_tokens")
 
 
 def batch_size_of(samples: dict[str, Any]) -> int:

@@ -9,13 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from minigpt4.runners import checkpoint as ckpt_io
-from minigpt4.runners.runner_base import (
-    NonFiniteLossError,
-    job_id_from_config,
-    resolve_device,
-    resolve_precision,
-)
+from minigpt4.runners import checkpointer as ckpt_io
+from minigpt4.runners.metrics import MetricsLog
+from minigpt4.runners.precision import resolve_precision
+from minigpt4.runners.runner_base import NonFiniteLossError, job_id_from_config, training_device
 from tests.runners.toy import ToyConfig, ToyModel, make_runner
 
 
@@ -30,7 +27,7 @@ def _assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: 
 
 
 def _train_losses(run_dir: Path) -> list[tuple[int, float]]:
-    records = ckpt_io.MetricsLog(run_dir / "metrics.jsonl").read()
+    records = MetricsLog(run_dir / "metrics.jsonl").read()
     return [(r["step"], r["loss"]) for r in records if r["kind"] == "train"]
 
 
@@ -73,7 +70,7 @@ def test_trains_writes_checkpoints_config_and_metrics(tmp_path):
     assert sorted(ckpt["model"]) == ["llama_proj.bias", "llama_proj.weight", "norm.bias", "norm.weight"]
     assert ckpt["epoch"] == 2 and ckpt["global_step"] == 12 and len(ckpt["rng"]) == 1
     assert ckpt["config"]["run"]["max_epoch"] == 3
-    vals = [r["loss"] for r in ckpt_io.MetricsLog(run_dir / "metrics.jsonl").read() if r["kind"] == "val"]
+    vals = [r["loss"] for r in MetricsLog(run_dir / "metrics.jsonl").read() if r["kind"] == "val"]
     assert len(vals) == 3 and vals[-1] < vals[0]
     summary_file = json.loads((run_dir / "summary.json").read_text())
     assert summary_file["best_val_loss"] == pytest.approx(min(vals))
@@ -134,7 +131,7 @@ def test_nonfinite_loss_is_skipped_and_counted(tmp_path, caplog):
     steps = {int(s["step"]) for s in ckpt["optimizer"]["state"].values()}
     assert steps == {3}  # 4 iterations, one skipped: three optimizer updates
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
-    records = [r for r in ckpt_io.MetricsLog(tmp_path / "toy" / "metrics.jsonl").read() if r["kind"] == "train"]
+    records = [r for r in MetricsLog(tmp_path / "toy" / "metrics.jsonl").read() if r["kind"] == "train"]
     assert [r["nonfinite_skipped"] for r in records] == [0, 0, 1, 1]
 
 
@@ -181,7 +178,7 @@ def test_bf16_autocast_trains_on_cpu(tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
 def test_cuda_requested_without_cuda_fails_clearly(tmp_path):
     with pytest.raises(RuntimeError, match="run.device=cpu"):
-        resolve_device(ToyConfig(tmp_path, device="cuda").run_cfg)
+        training_device(ToyConfig(tmp_path, device="cuda").run_cfg)
 
 
 def test_fresh_run_refuses_a_folder_with_checkpoints(tmp_path):
@@ -259,3 +256,53 @@ def test_compile_switch_compiles_the_model_networks_and_trains(tmp_path):
     eager.train()
     compiled_weights = _weights(tmp_path / "compiled" / "toy", "checkpoint_0.pth")
     _assert_close(compiled_weights, _weights(tmp_path / "eager" / "toy", "checkpoint_0.pth"))
+
+
+def test_best_checkpoint_by_configured_metric_and_mode(tmp_path):
+    for mode, pick in (("max", max), ("min", min)):
+        runner = make_runner(tmp_path / mode, max_epoch=3, valid_splits=["val"], best_metric="toy/val", best_mode=mode)
+        summary = runner.train()
+        records = [r for r in MetricsLog(tmp_path / mode / "toy" / "metrics.jsonl").read() if r["kind"] == "val"]
+        chosen = pick(records, key=lambda r: r["toy/val"])
+        best = ckpt_io.load_checkpoint_file(tmp_path / mode / "toy" / "checkpoint_best.pth")
+        assert best["epoch"] == chosen["epoch"] and summary["best_value"] == chosen["toy/val"], mode
+        assert best["checkpointer"] == {"best_metric": "toy/val", "best_mode": mode, "best_value": chosen["toy/val"]}
+    # the two modes pick different epochs here, so the mode is really what chose
+    maximum = ckpt_io.load_checkpoint_file(tmp_path / "max" / "toy" / "checkpoint_best.pth")["epoch"]
+    assert maximum != ckpt_io.load_checkpoint_file(tmp_path / "min" / "toy" / "checkpoint_best.pth")["epoch"]
+
+
+def test_unknown_best_metric_names_the_key_and_the_metrics(tmp_path):
+    with pytest.raises(ValueError, match=r"run.best_metric='accuracy'.*'loss'.*'toy/val'"):
+        make_runner(tmp_path, max_epoch=1, valid_splits=["val"], best_metric="accuracy")
+    # a metric of the task under a dataset's name passes this check; a validation that lacks it says so
+    runner = make_runner(tmp_path, max_epoch=1, valid_splits=["val"], best_metric="toy/val/accuracy")
+    with pytest.raises(KeyError, match=r"run.best_metric='toy/val/accuracy'.*\['loss', 'toy/val'\]"):
+        runner.train()
+
+
+def test_resume_keeps_the_best_so_far(tmp_path):
+    # "max" picks epoch 0; a resumed run that forgot the best value would overwrite it with epoch 1
+    opts = dict(save_freq=1, valid_splits=["val"], best_mode="max")
+    make_runner(tmp_path / "ref", **opts).train()
+    interrupted = make_runner(tmp_path / "run", auto_resume=True, **opts)
+    _fail_at(interrupted, 6, _interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.train()
+    make_runner(tmp_path / "run", auto_resume=True, **opts).train()
+    got = ckpt_io.load_checkpoint_file(tmp_path / "run" / "toy" / "checkpoint_best.pth")
+    want = ckpt_io.load_checkpoint_file(tmp_path / "ref" / "toy" / "checkpoint_best.pth")
+    assert got["epoch"] == want["epoch"] == 0 and got["checkpointer"] == want["checkpointer"]
+    _assert_close(got["model"], want["model"])
+
+
+def test_the_data_pass_count_is_not_logged_as_an_epoch(tmp_path, caplog):
+    # 32 samples in batches of 8: every 4 iterations the dataset starts a new pass
+    runner = make_runner(tmp_path, batch_size_train=8, max_epoch=2)
+    with caplog.at_level(logging.DEBUG, logger="minigpt4.datasets.data_utils"):
+        runner.train()
+    passes = [r for r in caplog.records if r.name == "minigpt4.datasets.data_utils" and "done after" in r.getMessage()]
+    assert passes and all(r.levelno == logging.DEBUG for r in passes)
+    assert (
+        "data pass 0 done after 4 batches (the dataset's own pass count, not the run's epoch)" in passes[0].getMessage()
+    )

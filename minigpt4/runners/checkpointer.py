@@ -1,33 +1,39 @@
-"""Checkpoint files of a run folder: atomic writes, finding the newest complete one, pruning, RNG state.
+"""The checkpointer: a run folder's checkpoint files, written atomically, found again on resume, pruned.
 
 A run folder ``output_dir/<job id>/`` holds::
 
     config.yaml                 the merged config of the (latest) start
-    metrics.jsonl               one JSON record per log line / validation (kept consistent on resume)
+    metrics.jsonl               one JSON record per log line / validation (see :mod:`minigpt4.runners.metrics`)
     checkpoint_<epoch>.pth      written at the end of every epoch (the published name)
     checkpoint_step<N>.pth      written every ``run.save_freq`` iterations when set
-    checkpoint_best.pth         the checkpoint with the lowest validation loss (when valid_splits are set)
+    checkpoint_best.pth         the best checkpoint by ``run.best_metric`` / ``run.best_mode`` (with valid_splits)
     summary.json                written when training finishes
     tensorboard/                TensorBoard scalars
 
 Every checkpoint is written to a temporary file in the same folder, flushed, fsync'ed and renamed over the final
 name (``os.replace`` is atomic), so a checkpoint file is either absent or complete, even if the process is killed
 mid-save. Temporary files (``.checkpoint_*.tmp``) are ignored when looking for checkpoints and removed at start.
+
+:class:`Checkpointer` puts these together for one run: where to resume from, saving (with ``run.keep_last``
+pruning), and which validation result is the best so far (its own ``state_dict()``, stored in every checkpoint).
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import os
 import random
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
+
+from minigpt4.common import dist_utils
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +42,8 @@ CHECKPOINT_SUFFIX = ".pth"
 BEST_CHECKPOINT = "checkpoint_best.pth"
 TMP_PREFIX = ".checkpoint_"
 TMP_SUFFIX = ".tmp"
-METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.yaml"
+BEST_MODES = ("min", "max")
 
 
 def epoch_checkpoint_name(epoch: int) -> str:
@@ -153,6 +160,15 @@ def get_rng_state() -> dict[str, Any]:
     }
 
 
+def gather_rng_states() -> list[dict[str, Any]]:
+    """Every rank's :func:`get_rng_state`, in rank order (collective under DDP: call it on every rank)."""
+    states: list[Any] = [get_rng_state()]
+    if dist_utils.get_world_size() > 1:
+        states = [None] * dist_utils.get_world_size()
+        dist.all_gather_object(states, get_rng_state())
+    return states
+
+
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore what :func:`get_rng_state` returned."""
     random.setstate(state["python"])
@@ -163,40 +179,105 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# metrics.jsonl
+# the checkpointer of one run
 # ----------------------------------------------------------------------------------------------------------
 
 
-class MetricsLog:
-    """Append-only JSON lines; on resume, records after the resumed step are dropped so the log continues
-    exactly where the checkpoint left off (as if the run had never been interrupted)."""
+class Checkpointer:
+    """Checkpoints of one run folder: resume discovery, atomic saves, ``keep_last``, the best checkpoint.
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+    Args:
+        run_dir: the run folder.
+        keep_last: keep only the newest N ``checkpoint_*.pth`` (None or <= 0: keep all; best is always kept).
+        best_metric: the validation metric that picks ``checkpoint_best.pth`` (``run.best_metric``).
+        best_mode: ``min`` (lower is better) or ``max`` (``run.best_mode``).
 
-    def truncate_after(self, global_step: int) -> None:
-        """Keep the records with ``step <= global_step`` (and drop a torn last line)."""
-        if not self.path.exists():
+    Its state (``state_dict()``) is the best value so far and which metric and mode it was measured by.
+    Saving writes on rank 0 only; the caller assembles the state (every rank takes part in that) and waits.
+    """
+
+    def __init__(
+        self, run_dir: str | os.PathLike[str], keep_last: int | None, best_metric: str = "loss", best_mode: str = "min"
+    ) -> None:
+        if best_mode not in BEST_MODES:
+            raise ValueError(f"run.best_mode: expected one of {', '.join(BEST_MODES)}, got {best_mode!r}")
+        self.run_dir = Path(run_dir)
+        self.keep_last = keep_last
+        self.best_metric, self.best_mode = best_metric, best_mode
+        self.best_value: float | None = None
+        self.last: Path | None = None  # the newest checkpoint this process wrote (best excluded)
+
+    @property
+    def best_path(self) -> Path:
+        return self.run_dir / BEST_CHECKPOINT
+
+    def find_resume(self, auto_resume: bool, resume_ckpt_path: str | None) -> Path | None:
+        """The newest complete checkpoint of the run folder (``auto_resume``), else ``resume_ckpt_path``."""
+        if auto_resume:
+            latest = latest_checkpoint(self.run_dir)
+            if latest is not None:
+                return latest
+        if resume_ckpt_path:
+            path = Path(resume_ckpt_path)
+            if not path.is_file():
+                raise FileNotFoundError(f"run.resume_ckpt_path: no such checkpoint file: {path}")
+            return path
+        return None
+
+    def prepare(self, resuming: bool, config_yaml: str) -> None:
+        """Create the folder, drop torn temporary files, refuse to overwrite another run, write config.yaml."""
+        if dist_utils.is_main_process():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_tmp_files(self.run_dir)
+            if not resuming and list_checkpoints(self.run_dir):
+                raise FileExistsError(
+                    f"{self.run_dir} already holds checkpoints of an earlier run; set run.auto_resume=True to "
+                    "continue it, choose another run.job_name, or remove the folder"
+                )
+            atomic_write_text(config_yaml, self.run_dir / CONFIG_FILE)
+        dist_utils.barrier()
+
+    def save(self, state: dict[str, Any], filename: str) -> Path:
+        """Write ``state`` atomically as ``filename``; a regular checkpoint then prunes to ``keep_last``."""
+        path = self.run_dir / filename
+        atomic_save(state, path)
+        logger.info("saved checkpoint %s (epoch %s, step %s)", path, state.get("epoch"), state.get("global_step"))
+        if filename != BEST_CHECKPOINT:
+            self.last = path
+            prune_checkpoints(self.run_dir, self.keep_last)
+        return path
+
+    def improves(self, metrics: Mapping[str, float]) -> bool:
+        """Whether ``metrics[best_metric]`` beats the best so far (then it becomes the best).
+
+        Raises:
+            KeyError: the validation did not report ``best_metric`` (naming the key and what it reported).
+        """
+        if self.best_metric not in metrics:
+            raise KeyError(
+                f"run.best_metric={self.best_metric!r} is not among the validation metrics {sorted(metrics)}"
+            )
+        value = float(metrics[self.best_metric])
+        if math.isnan(value):
+            return False
+        best = self.best_value
+        better = best is None or (value < best if self.best_mode == "min" else value > best)
+        if better:
+            self.best_value = value
+        return better
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_metric": self.best_metric, "best_mode": self.best_mode, "best_value": self.best_value}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """The best value so far, if it was measured by the same metric and mode (else it starts afresh)."""
+        if (state.get("best_metric"), state.get("best_mode")) != (self.best_metric, self.best_mode):
+            logger.warning(
+                "the checkpoint's best checkpoint was chosen by %s (%s), this run uses %s (%s): the best starts afresh",
+                state.get("best_metric"),
+                state.get("best_mode"),
+                self.best_metric,
+                self.best_mode,
+            )
             return
-        kept = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if int(record.get("step", 0)) <= global_step:
-                kept.append(line)
-        atomic_write_text("".join(f"{line}\n" for line in kept), self.path)
-
-    def reset(self) -> None:
-        self.path.write_text("", encoding="utf-8")
-
-    def append(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, sort_keys=True) + "\n")
-            handle.flush()
-
-    def read(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        self.best_value = state.get("best_value")
