@@ -62,6 +62,12 @@ def count_flops(step: Any) -> int:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(0)
+    if args.precision == "auto":  # bf16 only where the CPU computes it natively, as run.amp_dtype: auto
+        from minigpt4.runners.precision import native_bf16
+
+        native, why = native_bf16("cpu")
+        args.precision = "bf16" if native else "fp32"
+        logger.info("--precision auto: %s (%s)", args.precision, why)
     if args.compile:  # a fresh inductor cache: the first step then shows the real compilation time
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench_inductor_")
     if args.threads:
@@ -145,7 +151,12 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
     p = argparse.ArgumentParser(prog="python -m bench.train_step")
     p.add_argument("--config", required=True, help="tiny or bench_small")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "auto"),
+        default="fp32",
+        help="auto: bf16 where the CPU runs it natively",
+    )
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--warmup", type=int, default=2)

@@ -1,9 +1,11 @@
 """train.py end to end on a tiny MiniGPT-4 and tiny data made here: single process, stage 1 -> stage 2,
-a resume after ``kill -9`` at a random moment, a 2-process torchrun job, accumulation, and bad configs."""
+a resume after ``kill -9`` at a random moment (fp32 and the published fp16 + scaler path), a 2-process torchrun
+job, accumulation, validation loss for any eval batch size and number of ranks, precision choice, bad configs."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import signal
@@ -24,8 +26,9 @@ def world(tmp_path_factory):
     return h.build_world(tmp_path_factory.mktemp("train_world"))
 
 
-def _reference_config(world, path, output_dir):
+def _reference_config(world, path, output_dir, **run_overrides):
     run = h.run_section(output_dir, save_freq=1, auto_resume=True, valid_splits=["train"], init_lr=3e-2)
+    run.update(run_overrides)
     return h.write_config(path, h.model_section(world), h.align_datasets(world), run)
 
 
@@ -56,13 +59,13 @@ def test_single_process_run_trains_and_writes_its_folder(reference):
     assert [step for step, _ in h.train_losses(run_dir)] == list(range(1, 9))
 
 
-def test_resume_after_kill_9_equals_uninterrupted(world, reference, tmp_path):
-    """Kill a real training process at a random moment (possibly mid-save), resume, compare with the reference."""
+def _kill_9_after_a_checkpoint(cfg, run_dir) -> tuple[str, int]:
+    """Start train.py on ``cfg`` and kill it at a random moment after a random step checkpoint (possibly mid-save).
+
+    Returns a note (seed, when it was killed) for assertion messages, and the step it waited for."""
     seed = random.randrange(10**6)
     rng = random.Random(seed)
     kill_after_step, extra_delay = rng.randint(1, 4), rng.uniform(0.0, 0.2)
-    cfg = _reference_config(world, tmp_path / "train.yaml", tmp_path / "out")
-    run_dir = tmp_path / "out" / "job"
     proc = subprocess.Popen(h.train_command(cfg), cwd=h.REPO_ROOT, env=h.subprocess_env(), stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 120
@@ -79,6 +82,14 @@ def test_resume_after_kill_9_equals_uninterrupted(world, reference, tmp_path):
         proc.stderr.close()
     note = f"(seed {seed}: killed {extra_delay:.3f}s after checkpoint_step{kill_after_step}.pth appeared)"
     assert proc.returncode == -signal.SIGKILL, f"the process was not killed mid-run {note}"
+    return note, kill_after_step
+
+
+def test_resume_after_kill_9_equals_uninterrupted(world, reference, tmp_path):
+    """Kill a real training process at a random moment (possibly mid-save), resume, compare with the reference."""
+    cfg = _reference_config(world, tmp_path / "train.yaml", tmp_path / "out")
+    run_dir = tmp_path / "out" / "job"
+    note, kill_after_step = _kill_9_after_a_checkpoint(cfg, run_dir)
 
     summary = train.main(["--cfg-path", str(cfg)])  # auto_resume: True in the config
     assert 0 < summary["steps_this_run"] <= 8 - kill_after_step, note
@@ -89,6 +100,33 @@ def test_resume_after_kill_9_equals_uninterrupted(world, reference, tmp_path):
     assert [s for s, _ in got] == [s for s, _ in want], note
     assert [loss for _, loss in got] == pytest.approx([loss for _, loss in want], abs=1e-6), note
     assert not list(run_dir.glob(".checkpoint_*.tmp")), note
+
+
+FP16 = {"amp": True, "amp_dtype": "float16"}  # the published mixed precision: fp16 autocast and a GradScaler
+
+
+def test_fp16_with_a_scaler_resumes_after_kill_9_exactly(world, tmp_path):
+    """The published ``run.amp: True`` path on the CPU: fp16 autocast, GradScaler("cpu"), kill -9 and resume."""
+    ref_cfg = _reference_config(world, tmp_path / "ref.yaml", tmp_path / "ref", **FP16)
+    reference = train.main(["--cfg-path", str(ref_cfg)])
+    ref_dir = tmp_path / "ref" / "job"
+    assert "precision: float16 (run.amp_dtype=float16)" in (ref_dir / "log.txt").read_text()
+    want = h.train_losses(ref_dir)
+    assert all(math.isfinite(loss) for _, loss in want) and reference["nonfinite_skipped"] == 0
+    vals = [r["loss"] for r in h.read_metrics(ref_dir) if r["kind"] == "val"]
+    assert vals[1] < vals[0]  # learning under fp16
+
+    cfg = _reference_config(world, tmp_path / "train.yaml", tmp_path / "out", **FP16)
+    run_dir = tmp_path / "out" / "job"
+    note, _ = _kill_9_after_a_checkpoint(cfg, run_dir)
+    train.main(["--cfg-path", str(cfg)])
+    got_ckpt, want_ckpt = (torch.load(d / "checkpoint_1.pth", weights_only=False) for d in (run_dir, ref_dir))
+    assert want_ckpt["scaler"]["_growth_tracker"] > 0, "the scaler state should have moved"
+    assert got_ckpt["scaler"] == want_ckpt["scaler"], note
+    h.assert_same_weights(got_ckpt["model"], want_ckpt["model"])
+    got = h.train_losses(run_dir)
+    assert [s for s, _ in got] == [s for s, _ in want], note
+    assert [loss for _, loss in got] == pytest.approx([loss for _, loss in want], abs=1e-6), note
 
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(h.TRAIN_PY)]
@@ -174,6 +212,70 @@ def test_torchrun_resume_after_kill_9_equals_uninterrupted(world, ddp_reference,
     assert [loss for _, loss in got] == pytest.approx([loss for _, loss in want], abs=1e-6)
 
 
+def _eval_config(world, folder, tmp_path, name, **run):
+    run = h.run_section(tmp_path / "out", job_name=name, evaluate=True, valid_splits=["train"], **run)
+    datasets = {"cc_sbu_align": {**h.align_datasets(world)["cc_sbu_align"], "build_info": {"storage": str(folder)}}}
+    return h.write_config(tmp_path / f"{name}.yaml", h.model_section(world), datasets, run)
+
+
+def test_validation_loss_is_the_same_for_any_eval_batch_size_and_number_of_ranks(world, tmp_path):
+    """7 answers of different lengths: the token-weighted loss over the split, however it is batched and sharded."""
+    from tests.datasets.shard_utils import write_align_folder
+
+    captions = {str(i): h.CAPTIONS[i % len(h.CAPTIONS)] * (1 + i % 3) for i in range(7)}
+    folder = write_align_folder(tmp_path / "align7", captions)
+    results = {}
+    for batch in (1, 4):
+        summary = train.main(
+            ["--cfg-path", str(_eval_config(world, folder, tmp_path, f"bs{batch}", batch_size_eval=batch))]
+        )
+        results[f"1 process, batch {batch}"] = summary["evaluation"]["loss"]
+        assert summary["counts"]["cc_sbu_align/train"]["num_samples"] == 7
+    _torchrun(_eval_config(world, folder, tmp_path, "ddp", batch_size_eval=3))
+    [record] = [r for r in h.read_metrics(tmp_path / "out" / "ddp") if r["kind"] == "eval"]
+    results["2 processes, batch 3"] = record["loss"]
+    first = results["1 process, batch 1"]
+    assert all(value == pytest.approx(first, abs=1e-5) for value in results.values()), results
+    log = (tmp_path / "out" / "ddp" / "log.txt").read_text()
+    assert "= mean over all tokens of cc_sbu_align/train" in log
+
+
+def _write_cpuinfo(path, flags):
+    path.write_text(f"processor\t: 0\nflags\t\t: fpu sse2 {' '.join(flags)}\n\n")
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "flags, chosen",
+    [(["avx2", "avx512f"], "float32"), (["avx2", "avx512_bf16"], "bfloat16"), (["amx_bf16", "amx_tile"], "bfloat16")],
+    ids=["no-native-bf16", "avx512-bf16", "amx-bf16"],
+)
+def test_amp_dtype_auto_picks_bf16_only_where_the_cpu_runs_it(world, tmp_path, monkeypatch, flags, chosen):
+    from minigpt4.runners import precision
+
+    monkeypatch.setattr(precision, "CPUINFO", _write_cpuinfo(tmp_path / "cpuinfo", flags))
+    seen = []
+    original = torch.autocast.__init__
+
+    def spy(self, device_type, *args, **kwargs):
+        seen.append(kwargs.get("dtype"))
+        original(self, device_type, *args, **kwargs)
+
+    monkeypatch.setattr(torch.autocast, "__init__", spy)
+    run = h.run_section(tmp_path / "out", max_epoch=1, iters_per_epoch=2, amp=True, amp_dtype="auto")
+    cfg = h.write_config(tmp_path / "auto.yaml", h.model_section(world), h.align_datasets(world), run)
+    train.main(["--cfg-path", str(cfg)])
+    log = (tmp_path / "out" / "job" / "log.txt").read_text()
+    line = next(line for line in log.splitlines() if "runner_base: precision:" in line)
+    assert f"precision: {chosen} (run.amp_dtype=auto: this CPU has" in line
+    if chosen == "float32":
+        assert "no avx512_bf16 or amx_bf16" in line and "slower than float32" in line
+        assert torch.bfloat16 not in seen
+    else:
+        assert [flag for flag in flags if "bf16" in flag][0] in line
+        assert torch.bfloat16 in seen
+
+
 def test_stage2_starts_from_the_stage1_checkpoint(world, tmp_path):
     s1_run = h.run_section(tmp_path / "out", job_name="s1", max_epoch=1, iters_per_epoch=3)
     s1_cfg = h.write_config(tmp_path / "s1.yaml", h.model_section(world), h.stage1_datasets(world), s1_run)
@@ -236,6 +338,7 @@ def test_accumulating_two_batches_of_two_matches_one_batch_of_four(world, tmp_pa
         ({"run": {"auto_resume": True, "job_name": None}}, ["run.job_name"]),
         ({"run": {"amp_dtype": "fp8"}}, ["run.amp_dtype", "fp8"]),
         ({"run": {"accum_grad_iters": 3}}, ["run.iters_per_epoch", "run.accum_grad_iters"]),
+        ({"run": {"best_mode": "lowest"}}, ["run.best_mode", "lowest"]),
     ],
     ids=[
         "unknown-dataset",
@@ -245,6 +348,7 @@ def test_accumulating_two_batches_of_two_matches_one_batch_of_four(world, tmp_pa
         "auto-resume-without-job-name",
         "unknown-amp-dtype",
         "accumulation-not-dividing-the-epoch",
+        "unknown-best-mode",
     ],
 )
 def test_bad_configs_fail_before_any_model_is_built(world, tmp_path, monkeypatch, change, expected):

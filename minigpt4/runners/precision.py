@@ -91,13 +91,6 @@ def resolve_precision(run_cfg: Any, device: torch.device, cpuinfo: str | None = 
         return Precision(None, False, "run.amp is False")
     if amp_dtype != AUTO:
         dtype = AMP_DTYPES[amp_dtype]
-        if dtype == torch.float16 and device.type != "cuda":
-            logger.warning(
-                "run.amp with float16 needs CUDA; on %s the run uses float32. Set run.amp_dtype=bfloat16 for mixed "
-                "precision on this device.",
-                device.type,
-            )
-            return Precision(None, False, "run.amp_dtype=float16 needs CUDA")
         return Precision(dtype, dtype == torch.float16, f"run.amp_dtype={amp_dtype}")
     native, why = native_bf16(device, cpuinfo)
     if native:

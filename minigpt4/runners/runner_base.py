@@ -416,6 +416,7 @@ class RunnerBase:
     def evaluate_only(self) -> dict[str, Any]:
         result = self.validator.run(self.model, list(self.run_cfg.valid_splits) + list(self.run_cfg.test_splits))
         logger.info("evaluation: %s", result.describe() if result.metrics else "no dataset has these splits")
+        self.metrics.write({"kind": "eval", "step": self.global_step, **result.metrics})
         return {"evaluation": result.metrics, "counts": result.counts, "run_dir": str(self.run_dir)}
 
     # -- checkpoints ------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 
 import pytest
@@ -147,18 +148,96 @@ def test_too_many_nonfinite_losses_stop_with_advice(tmp_path):
         assert hint in message
 
 
-def test_precision_choices(tmp_path, caplog):
+def test_precision_choices(tmp_path):
     cfg = ToyConfig(tmp_path, amp=True).run_cfg
-    with caplog.at_level(logging.WARNING):
-        assert resolve_precision(cfg, torch.device("cpu")).dtype is None  # fp16 on CPU: fp32 with a warning
-    assert "needs CUDA" in caplog.text
-    cuda_fp16 = resolve_precision(cfg, torch.device("cuda"))
-    assert cuda_fp16.dtype == torch.float16 and cuda_fp16.use_scaler
+    for device in ("cpu", "cuda"):  # the published fp16 autocast with a scaler, on the CPU as on CUDA
+        fp16 = resolve_precision(cfg, torch.device(device))
+        assert fp16.dtype == torch.float16 and fp16.use_scaler, device
     bf16 = resolve_precision(ToyConfig(tmp_path, amp=True, amp_dtype="bfloat16").run_cfg, torch.device("cpu"))
     assert bf16.dtype == torch.bfloat16 and not bf16.use_scaler
     assert resolve_precision(ToyConfig(tmp_path).run_cfg, torch.device("cpu")).dtype is None
     with pytest.raises(ValueError, match="run.amp_dtype"):
         resolve_precision(ToyConfig(tmp_path, amp=True, amp_dtype="fp8").run_cfg, torch.device("cpu"))
+
+
+def _record_autocast(runner) -> list:
+    seen = []
+    original = runner.task.train_step
+
+    def step(model, samples):
+        seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        return original(model, samples)
+
+    runner.task.train_step = step
+    return seen
+
+
+def _overflow_at(runner, step: int) -> None:
+    """Scale the loss of global step ``step`` so far up that its fp16-scaled gradients overflow (the loss itself
+    stays finite, so only the scaler can notice)."""
+    original = runner.task.train_step
+
+    def train_step(model, samples):
+        loss = original(model, samples)
+        return loss * 1e36 if runner.global_step + 1 == step else loss
+
+    runner.task.train_step = train_step
+
+
+def test_fp16_autocast_with_a_scaler_trains_on_cpu(tmp_path):
+    runner = make_runner(tmp_path, amp=True, amp_dtype="float16", max_epoch=4, valid_splits=["train"])
+    seen = _record_autocast(runner)
+    summary = runner.train()
+    assert isinstance(runner.scaler, torch.amp.GradScaler) and runner.scaler._device == "cpu"
+    assert seen == [torch.float16] * 16 and summary["nonfinite_skipped"] == 0
+    assert all(math.isfinite(loss) for _, loss in _train_losses(tmp_path / "toy"))
+    # the loss over the whole training set (evaluated under the same fp16 autocast) falls epoch after epoch
+    records = MetricsLog(tmp_path / "toy" / "metrics.jsonl").read()
+    full = [r["loss"] for r in records if r["kind"] == "val"]
+    assert len(full) == 4 and all(b < a for a, b in zip(full, full[1:])), full
+    ckpt = ckpt_io.load_checkpoint_file(tmp_path / "toy" / "checkpoint_3.pth")
+    assert ckpt["scaler"]["scale"] == 65536.0 and ckpt["scaler"]["_growth_tracker"] == 16  # no overflow: 16 steps
+
+
+def test_fp16_overflow_skips_the_step_and_lowers_the_scale(tmp_path, caplog):
+    runner = make_runner(tmp_path, amp=True, max_epoch=1, save_freq=1, max_grad_norm=1.0)
+    _overflow_at(runner, 3)
+    with caplog.at_level(logging.INFO, logger="minigpt4.runners.runner_base"):
+        summary = runner.train()
+    run_dir = tmp_path / "toy"
+    before, after = (ckpt_io.load_checkpoint_file(run_dir / f"checkpoint_step{s}.pth") for s in (2, 3))
+    _assert_close(after["model"], before["model"], atol=0.0)  # step 3 changed no weight
+    assert {int(s["step"]) for s in after["optimizer"]["state"].values()} == {2}  # nor the optimizer
+    assert before["scaler"]["scale"] == 65536.0 and after["scaler"]["scale"] == 32768.0
+    assert after["scaler"]["_growth_tracker"] == 0
+    final = ckpt_io.load_checkpoint_file(run_dir / "checkpoint_0.pth")
+    assert {int(s["step"]) for s in final["optimizer"]["state"].values()} == {3}  # 4 iterations, one skipped
+    assert summary["nonfinite_skipped"] == 0  # the loss was finite: this is the scaler's skip, not the guard's
+    assert "step 3: fp16 gradients overflowed; update skipped, loss scale 65536 -> 32768" in caplog.text
+
+
+@pytest.mark.parametrize("stop_at", [3, 6])
+def test_fp16_resume_restores_the_scaler_exactly(tmp_path, stop_at):
+    opts = dict(amp=True, save_freq=1, auto_resume=True)
+    reference = make_runner(tmp_path / "ref", **opts)
+    _overflow_at(reference, 2)
+    reference.train()
+    interrupted = make_runner(tmp_path / "run", **opts)
+    _overflow_at(interrupted, 2)
+    _fail_at(interrupted, stop_at, _interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.train()
+    resumed = make_runner(tmp_path / "run", **opts)
+    _overflow_at(resumed, 2)
+    resumed.train()
+    got = ckpt_io.load_checkpoint_file(tmp_path / "run" / "toy" / "checkpoint_1.pth")
+    want = ckpt_io.load_checkpoint_file(tmp_path / "ref" / "toy" / "checkpoint_1.pth")
+    assert want["scaler"] == {**want["scaler"], "scale": 32768.0, "_growth_tracker": 6}  # lowered at step 2
+    assert got["scaler"] == want["scaler"]
+    _assert_close(got["model"], want["model"])
+    got_losses, want_losses = _train_losses(tmp_path / "run" / "toy"), _train_losses(tmp_path / "ref" / "toy")
+    assert [s for s, _ in got_losses] == [s for s, _ in want_losses] == list(range(1, 9))
+    assert [loss for _, loss in got_losses] == pytest.approx([loss for _, loss in want_losses], abs=1e-6)
 
 
 def test_bf16_autocast_trains_on_cpu(tmp_path):
