@@ -107,6 +107,21 @@ def load_checkpoint_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+def load_trainable_weights(model: torch.nn.Module, weights: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Load a checkpoint's ``model`` entry for resume: every trainable parameter must be there, nothing else.
+
+    Raises:
+        KeyError: naming ``path`` and the missing (or unknown) tensors.
+    """
+    expected = {name for name, param in model.named_parameters() if param.requires_grad}
+    missing = sorted(expected - set(weights))
+    if missing:
+        raise KeyError(f"{path}: the checkpoint lacks trainable parameters {missing[:5]} (of {len(missing)})")
+    result = model.load_state_dict(weights, strict=False)
+    if result.unexpected_keys:
+        raise KeyError(f"{path}: tensors not in the model: {result.unexpected_keys[:5]}")
+
+
 def list_checkpoints(run_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
     """``(global_step, path)`` of every complete ``checkpoint_*.pth`` (best excluded), oldest first."""
     found = []

@@ -9,6 +9,7 @@ each with one job (and, where it has state, its own ``state_dict()`` / ``load_st
 - :class:`~minigpt4.runners.metrics.MetricsWriter`: log lines, ``metrics.jsonl``, TensorBoard, progress bar;
 - :class:`~minigpt4.runners.validator.Validator`: the task's evaluation on ``run.valid_splits``, named metrics;
 - :func:`~minigpt4.runners.precision.resolve_precision`: what ``run.amp`` / ``run.amp_dtype`` mean here;
+- :mod:`minigpt4.runners.job`: the cross-key checks of the ``run`` section, the job id and the device;
 - the optimizer and LR schedule of :mod:`minigpt4.common.optims`, and the data iterator of
   :func:`minigpt4.datasets.data_utils.build_train_iterator` (which puts batches on the device).
 
@@ -33,7 +34,6 @@ take part in the gradient all-reduce, and parameters and buffers are broadcast f
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -41,17 +41,17 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import IterableDataset
 
 from minigpt4.common import dist_utils
 from minigpt4.common.optims import build_lr_scheduler, build_optimizer
 from minigpt4.common.registry import registry
-from minigpt4.common.utils import now
 from minigpt4.runners import checkpointer as ckpt
+from minigpt4.runners.job import check_run_config, job_id_from_config, param_digest, training_device
 from minigpt4.runners.metrics import MetricsWriter
-from minigpt4.runners.precision import check_amp_dtype, resolve_precision
+from minigpt4.runners.precision import resolve_precision
 from minigpt4.runners.validator import Validator
 from minigpt4.tasks.base_task import batch_size_of
 
@@ -60,84 +60,6 @@ logger = logging.getLogger(__name__)
 
 class NonFiniteLossError(RuntimeError):
     """Too many non-finite losses in a row."""
-
-
-# ----------------------------------------------------------------------------------------------------------
-# run-level decisions (also used by train.py before anything heavy is built)
-# ----------------------------------------------------------------------------------------------------------
-
-
-def check_run_config(run_cfg: Any, iters_per_epoch: int | None = None) -> None:
-    """Checks across ``run`` keys that the schema cannot express (train.py runs them before building anything).
-
-    Checkpoints and epochs end on optimizer steps, so their periods must be multiples of ``accum_grad_iters``.
-
-    Raises:
-        ValueError: naming the offending key.
-    """
-    accum = run_cfg.accum_grad_iters
-    iters = iters_per_epoch if iters_per_epoch is not None else run_cfg.iters_per_epoch
-    check_amp_dtype(run_cfg.amp_dtype)
-    if run_cfg.best_mode not in ckpt.BEST_MODES:
-        raise ValueError(f"run.best_mode: expected one of {', '.join(ckpt.BEST_MODES)}, got {run_cfg.best_mode!r}")
-    if accum < 1:
-        raise ValueError(f"run.accum_grad_iters must be >= 1, got {accum}")
-    if iters is not None and (iters <= 0 or iters % accum):
-        raise ValueError(f"run.iters_per_epoch ({iters}) must be a positive multiple of run.accum_grad_iters ({accum})")
-    if run_cfg.save_freq is not None and (run_cfg.save_freq <= 0 or run_cfg.save_freq % accum):
-        raise ValueError(f"run.save_freq ({run_cfg.save_freq}) must be a positive multiple of run.accum_grad_iters")
-    if run_cfg.log_freq <= 0:
-        raise ValueError(f"run.log_freq must be positive, got {run_cfg.log_freq}")
-    if run_cfg.auto_resume and not run_cfg.job_name:
-        raise ValueError(
-            "run.auto_resume: True needs run.job_name: the run folder is output_dir/<job_name> so that a "
-            "restarted job finds its checkpoints (without a job name each start gets a new timestamped folder)"
-        )
-
-
-def job_id_from_config(run_cfg: Any) -> str:
-    """``run.job_name``, or a timestamp. Under DDP call it on every rank: rank 0's value is broadcast.
-
-    Raises:
-        ValueError: ``run.auto_resume`` without ``run.job_name`` (a timestamped folder is never found again).
-    """
-    check_run_config(run_cfg)
-    if run_cfg.job_name:
-        return str(run_cfg.job_name)
-    job_id = [now()]
-    if dist_utils.is_dist_avail_and_initialized():
-        dist.broadcast_object_list(job_id, src=0)
-    return job_id[0]
-
-
-def training_device(run_cfg: Any) -> torch.device:
-    """The device to train on, from ``run.device`` (and the local GPU picked by ``init_distributed_mode``)."""
-    name = str(run_cfg.device)
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise RuntimeError(
-                f"run.device is {name!r} but CUDA is not available on this machine; "
-                "set run.device=cpu (e.g. --options run.device=cpu) or run on a GPU machine"
-            )
-        gpu = run_cfg.get("gpu")
-        return torch.device("cuda", gpu) if name == "cuda" and gpu is not None else torch.device(name)
-    return torch.device(name)
-
-
-def param_digest(state: dict[str, Tensor]) -> str:
-    """A SHA-256 of a state dict's names and bytes (to check that ranks hold the same weights)."""
-    digest = hashlib.sha256()
-    for name in sorted(state):
-        tensor = state[name].detach().to("cpu").reshape(-1)
-        digest.update(name.encode())
-        digest.update(str(tensor.dtype).encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()
-
-
-# ----------------------------------------------------------------------------------------------------------
-# the runner
-# ----------------------------------------------------------------------------------------------------------
 
 
 @registry.register_runner("runner_base")
@@ -448,7 +370,7 @@ class RunnerBase:
         """Restore weights, optimizer, scheduler, scaler, counters and components; return the per-rank states."""
         logger.info("resuming from %s", path)
         state = ckpt.load_checkpoint_file(path)
-        self.load_trainable_state(state["model"], path)
+        ckpt.load_trainable_weights(self.model, state["model"], path)
         if state.get("optimizer") is not None:
             self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:
@@ -471,16 +393,6 @@ class RunnerBase:
         )
         self.metrics.load_state_dict(state.get("metrics") or {"step": self.global_step})
         return {"rng": state.get("rng"), "data": state.get("data")}
-
-    def load_trainable_state(self, state: dict[str, Tensor], path: Path) -> None:
-        """Load a checkpoint's ``model`` entry; every trainable parameter must be there (strict for resume)."""
-        expected = {name for name, param in self.model.named_parameters() if param.requires_grad}
-        missing = sorted(expected - set(state))
-        if missing:
-            raise KeyError(f"{path}: the checkpoint lacks trainable parameters {missing[:5]} (of {len(missing)})")
-        result = self.model.load_state_dict(state, strict=False)
-        if result.unexpected_keys:
-            raise KeyError(f"{path}: tensors not in the model: {result.unexpected_keys[:5]}")
 
     def restore_rank_state(self, rank_states: dict[str, Any]) -> None:
         """This rank's data-iterator position and RNG states (after the iterator is built)."""
