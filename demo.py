@@ -3,7 +3,8 @@
 Options: ``--options key=value ...`` overrides the config, ``--device cpu`` runs without a GPU, ``--host`` /
 ``--port`` choose where it listens (127.0.0.1:7860), ``--share`` opens a public link. Gradio's usage analytics
 are off (``GRADIO_ANALYTICS_ENABLED=True`` turns them back on): nothing leaves the machine unless ``--share`` asks
-for it. The app itself lives in :mod:`minigpt4.cli.web`; importing this file loads nothing.
+for it. A configuration error is one line on stderr and exit code 2 (``--debug`` or ``MINIGPT4_DEBUG=1``: the
+traceback). The app itself lives in :mod:`minigpt4.cli.web`; importing this file loads nothing.
 """
 
 from __future__ import annotations
@@ -16,4 +17,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from minigpt4.common.config import run_entry_point
+
+    sys.exit(run_entry_point(main, prog="demo.py"))

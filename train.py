@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import random
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,8 +29,37 @@ import torch
 logger = logging.getLogger("minigpt4.train")
 
 
+EPILOG = """\
+useful run keys (set them in the YAML or with --options):
+  run.job_name=NAME      the run folder is run.output_dir/NAME (default: a timestamp, new for every start)
+  run.auto_resume=True   continue from the newest complete checkpoint in the run folder, if any
+                         (needs run.job_name, so that a restart finds the same folder)
+  run.resume_ckpt_path=P resume everything (weights, optimizer, schedule, RNG, data position) from P
+  run.output_dir=DIR     where run folders go (default: output)
+
+what a run writes, in run.output_dir/<job name or timestamp>/:
+  config.yaml                      the merged configuration
+  checkpoint_<epoch>.pth           at every epoch end (checkpoint_step<N>.pth every run.save_freq steps)
+  checkpoint_best.pth              the lowest validation loss on run.valid_splits, when set
+  metrics.jsonl, tensorboard/      loss, LR, samples/s every run.log_freq steps
+  log.txt, log_rank<r>.txt         the logs
+  summary.json                     steps, time, samples/s, where the checkpoints are
+
+errors in the configuration (a key, a value out of range, a path that does not exist) are reported before
+anything is built, as one line naming the key and the file; the exit code is 2. --debug (or MINIGPT4_DEBUG=1)
+shows the traceback.
+"""
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Train MiniGPT-4.")
+    from minigpt4.common.config import add_debug_argument
+
+    parser = argparse.ArgumentParser(
+        prog="train.py",
+        description="Train MiniGPT-4 (stage 1 or stage 2) from a YAML config, in one process or under torchrun.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--cfg-path", required=True, help="path to the training YAML")
     parser.add_argument(
         "--options",
@@ -37,6 +67,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="override config values: dotted key=value pairs, e.g. run.init_lr=1e-4 run.max_epoch=1",
     )
+    add_debug_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -50,7 +81,7 @@ def setup_seeds(seed: int) -> None:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse arguments, build everything from the config and train. Returns the runner's summary."""
     from minigpt4.common import dist_utils
-    from minigpt4.common.config import Config
+    from minigpt4.common.config import Config, ConfigError
     from minigpt4.common.logger import setup_logger
     from minigpt4.common.registry import registry
     from minigpt4.runners.runner_base import check_run_config, job_id_from_config
@@ -59,7 +90,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     cfg = Config(args)  # every config error surfaces here, before anything heavy is built
     run_cfg = cfg.run_cfg
-    check_run_config(run_cfg)  # cross-key checks, also before anything is built
+    try:
+        check_run_config(run_cfg)  # cross-key checks, also before anything is built
+    except ValueError as err:
+        raise ConfigError(f"{args.cfg_path}: {err}") from None
+    cfg.check_paths()  # every model and data path, still before anything is built
     dist_utils.init_distributed_mode(run_cfg)
     try:
         job_id = job_id_from_config(run_cfg)
@@ -105,4 +140,6 @@ def _log_summary(summary: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from minigpt4.common.config import run_entry_point
+
+    sys.exit(run_entry_point(main, prog="train.py"))

@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 DEFAULT_PROMPT = "Describe this image in detail."
+PROG = "python -m minigpt4.cli.caption"
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,7 @@ def run_captioning(
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Caption many images with MiniGPT-4 into JSONL (resumable)")
+    parser = argparse.ArgumentParser(prog=PROG, description="Caption many images with MiniGPT-4 into JSONL (resumable)")
     add_model_args(parser)
     parser.add_argument("--images", required=True, help="a folder of images or a JSONL file of {'image': path}")
     parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="the question asked about every image")
@@ -232,4 +233,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from minigpt4.common.config import run_entry_point
+
+    sys.exit(run_entry_point(main, prog=PROG))

@@ -95,8 +95,22 @@ class TerminalChat:
         return True
 
 
+PROG = "python -m minigpt4.cli.chat"
+EPILOG = """\
+in-chat commands (without --question, one question or command per line on standard input):
+  /image PATH   start a new conversation about another image
+  /reset        start the conversation again with the same image
+  /quit         end (so do /exit and the end of the input)
+"""
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Chat with MiniGPT-4 about an image in the terminal")
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Chat with MiniGPT-4 about an image in the terminal",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_model_args(parser)
     parser.add_argument("--image", required=True, help="the image to talk about")
     parser.add_argument(
@@ -147,4 +161,6 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: Tex
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from minigpt4.common.config import run_entry_point
+
+    sys.exit(run_entry_point(main, prog=PROG))

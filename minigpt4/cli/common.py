@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from minigpt4.common.config import Config
+from minigpt4.common.config import Config, add_debug_argument
 from minigpt4.common.registry import registry
 from minigpt4.conversation.conversation import Chat, Conversation, template_for
 
@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """``--cfg-path``, ``--options``, ``--gpu-id`` and ``--device``."""
+    """``--cfg-path``, ``--options``, ``--gpu-id``, ``--device``, the cache switches and ``--debug``."""
     parser.add_argument("--cfg-path", required=True, help="eval config, e.g. eval_configs/minigpt4_eval.yaml")
     parser.add_argument(
         "--options",
@@ -37,6 +37,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         action="store_true",
         help="feed earlier answers back as re-tokenized text (published) instead of the generated token ids",
     )
+    add_debug_argument(parser)
     return parser
 
 
@@ -67,6 +68,7 @@ def load_chat(args: argparse.Namespace) -> LoadedChat:
             f"{args.cfg_path}: model.ckpt is not set: give the trained MiniGPT-4 checkpoint in the config or with "
             "--options model.ckpt=PATH (without it the image projection is untrained)"
         )
+    cfg.check_paths()  # every weight file exists, before the large ones are loaded
     model = registry.get_model_class(model_cfg.arch).from_config(model_cfg)
     if not model_cfg.low_resource:  # an 8-bit LLM is already placed by its device map
         model = model.to(device)

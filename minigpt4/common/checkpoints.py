@@ -1,8 +1,8 @@
 """The one table of published checkpoints MiniGPT-4 uses, and where to get them.
 
 minigpt4 never downloads anything: each entry is documentation that error messages (see
-:func:`minigpt4.common.dist_utils.resolve_local_file`) and the README quote, so that a missing file fails with
-"download X from Y and set config key Z".
+:func:`download_hint`, used by :func:`minigpt4.common.dist_utils.resolve_local_file`) and the README quote, so
+that a missing published file fails with "download X from Y and set config key Z".
 """
 
 from __future__ import annotations
@@ -101,6 +101,28 @@ def find_known_checkpoint(path_or_url: str | None) -> KnownCheckpoint | None:
 def checkpoints_for_key(config_key: str) -> list[KnownCheckpoint]:
     """Every known checkpoint whose path goes into ``config_key`` (e.g. ``model.llama_model``)."""
     return [entry for entry in KNOWN_CHECKPOINTS if entry.config_key == config_key]
+
+
+def download_hint(path_or_url: str | None, config_key: str) -> str:
+    """Where to get the file ``config_key`` points at, or "" when that is not a published checkpoint.
+
+    A path or URL whose file name is a published one gets "This is NAME (...): download it from SOURCE ...". An
+    empty value gets the list of published files for ``config_key``, if there are any. Any other name (a
+    checkpoint of your own, such as a stage-1 ``checkpoint_3.pth``) gets no download advice.
+    """
+    entry = find_known_checkpoint(path_or_url)
+    if entry is not None:
+        return (
+            f"This is {entry.name} ({entry.description}): download it from {entry.source} "
+            f"and set {config_key} to its local path"
+        )
+    if path_or_url:
+        return ""
+    candidates = checkpoints_for_key(config_key)
+    if not candidates:
+        return ""
+    listed = "; ".join(f"{e.name} from {e.source}" for e in candidates)
+    return f"Published files for {config_key}: {listed}"
 
 
 def describe_known_checkpoints() -> str:

@@ -5,7 +5,7 @@
 1. the model's default YAML, chosen by ``model.arch`` + ``model.model_type``
    (``ModelClass.default_config_path(model_type)``);
 2. each dataset's default YAML, chosen by the builder name and its ``type`` (``default`` unless set)
-   (``BuilderClass.default_config_path(type)``);
+   (``BuilderClass.default_config_path(type, name=name)``);
 3. the user's YAML (``--cfg-path``);
 4. ``--options a.b=c ...`` (values parsed as YAML, so ``x=1e-4``, ``x=[train]``, ``x=null`` work).
 
@@ -17,9 +17,18 @@ Every section is validated against the one schema (a dataclass) of the thing it 
   ``preprocess`` section;
 - ``run``: :class:`minigpt4.common.run_config.RunConfig`.
 
-An unknown key, a wrong type, a missing required value (``???``) or an unknown component name raises
-:class:`ConfigError` naming the dotted key and the file (or ``--options``) it came from. Nothing heavy is built
-here: validation only imports the component classes.
+An unknown key, a wrong type, a value out of its declared range, a missing required value (``???``) or an unknown
+component name raises :class:`ConfigError` naming the dotted key and the file (or ``--options``) it came from.
+Nothing heavy is built here: validation only imports the component classes.
+
+Schemas declare more than types through dataclass field metadata, read by one generic walk over the validated
+tree: :func:`bounded` gives a field its allowed range (``batch_size_train: int = bounded(1, gt=0)``) and
+:func:`path_field` marks a field as a local path of some kind (a model file, webdataset shards, a folder), which
+:meth:`Config.check_paths` checks on disk before anything is built.
+
+Entry points run their ``main`` through :func:`run_entry_point`: a :class:`ConfigError` (or another error about
+the user's input, :data:`USER_ERRORS`) is printed as one line on stderr with exit code 2; ``--debug`` or
+``MINIGPT4_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -27,7 +36,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import yaml
@@ -47,6 +57,106 @@ class ConfigError(ValueError):
     """A configuration problem, with the dotted key and the file it came from in the message."""
 
 
+class InputFileError(ValueError):
+    """An input file the configuration points at (an annotation file, ...) that cannot be used; the message names
+    the file and, where it applies, the line and column."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# ranges and paths, declared next to the schema fields
+# ----------------------------------------------------------------------------------------------------------
+
+RANGE_METADATA = "minigpt4.range"
+PATH_METADATA = "minigpt4.path"
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """Allowed values of a number: any of ``gt`` (>), ``ge`` (>=), ``lt`` (<), ``le`` (<=) that is set."""
+
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+
+    def allows(self, value: float) -> bool:
+        return (
+            (self.gt is None or value > self.gt)
+            and (self.ge is None or value >= self.ge)
+            and (self.lt is None or value < self.lt)
+            and (self.le is None or value <= self.le)
+        )
+
+    def __str__(self) -> str:
+        bounds = ((">", self.gt), (">=", self.ge), ("<", self.lt), ("<=", self.le))
+        return " and ".join(f"{op} {bound:g}" for op, bound in bounds if bound is not None)
+
+
+def bounded(
+    default: Any = dataclasses.MISSING,
+    *,
+    gt: float | None = None,
+    ge: float | None = None,
+    lt: float | None = None,
+    le: float | None = None,
+) -> Any:
+    """A dataclass field whose value must lie in a range (None, for an Optional field, is always allowed).
+
+    ``batch_size_train: int = bounded(1, gt=0)``; ``beta2: float = bounded(0.999, ge=0, lt=1)``.
+    """
+    return dataclasses.field(default=default, metadata={RANGE_METADATA: Range(gt=gt, ge=ge, lt=lt, le=le)})
+
+
+PATH_KINDS = ("model", "shards", "folder")
+
+
+def path_field(default: Any = dataclasses.MISSING, *, kind: str = "model", **range_kw: Any) -> Any:
+    """A dataclass field that holds a local path, checked by :meth:`Config.check_paths` before anything is built.
+
+    ``kind``: ``model`` (a file or folder of weights, a prompt file: relative paths are tried against the current
+    directory, then the repository root), ``shards`` (webdataset brace patterns, several joined by ``::``) or
+    ``folder`` (a data folder). A mapping field (``{split: path}``) has each value checked. Empty values and None
+    are not checked (the code reading the key decides whether one is needed).
+    """
+    if kind not in PATH_KINDS:
+        raise ValueError(f"unknown path kind {kind!r}; known: {', '.join(PATH_KINDS)}")
+    if isinstance(default, dict):
+        return dataclasses.field(default_factory=lambda: dict(default), metadata={PATH_METADATA: kind})
+    return dataclasses.field(default=default, metadata={PATH_METADATA: kind})
+
+
+def _walk(node: Any, prefix: str) -> Iterable[tuple[str, Any, dataclasses.Field]]:
+    """``(dotted key, value, field)`` of every set schema field under a validated (structured) node, nested
+    dataclasses and mappings of them included; nothing for a plain mapping."""
+    if not isinstance(node, DictConfig):
+        return
+    schema = OmegaConf.get_type(node)
+    for f in dataclasses.fields(schema) if dataclasses.is_dataclass(schema) else ():
+        if f.name not in node or OmegaConf.is_missing(node, f.name):
+            continue
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        value = node[f.name]
+        yield key, value, f
+        if not isinstance(value, DictConfig):
+            continue
+        if dataclasses.is_dataclass(OmegaConf.get_type(value)):
+            yield from _walk(value, key)
+        else:
+            for sub in value:
+                if not OmegaConf.is_missing(value, sub):
+                    yield from _walk(value[sub], f"{key}.{sub}")
+
+
+def check_ranges(node: Any, prefix: str, origins: _Origins, fallback: str) -> None:
+    """Raise :class:`ConfigError` for the first field whose value is outside its :func:`bounded` range."""
+    for key, value, f in _walk(node, prefix):
+        allowed = f.metadata.get(RANGE_METADATA)
+        if allowed is None or value is None or isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if not allowed.allows(value):
+            raise ConfigError(f"{origins.of(key, fallback)}: {key}: {value!r} is out of range (must be {allowed})")
+
+
 # ----------------------------------------------------------------------------------------------------------
 # loading and provenance
 # ----------------------------------------------------------------------------------------------------------
@@ -59,13 +169,33 @@ def load_yaml(path: str | os.PathLike[str]) -> DictConfig:
         raise ConfigError(f"config file not found: {path}")
     try:
         cfg = OmegaConf.load(path)
-    except Exception as err:  # yaml.YAMLError and friends
+    except yaml.MarkedYAMLError as err:
+        raise ConfigError(_yaml_error_message(path, err)) from err
+    except Exception as err:  # other yaml.YAMLError and friends
         raise ConfigError(f"{path}: could not parse YAML: {err}") from err
     if cfg is None:
         return OmegaConf.create({})
     if not isinstance(cfg, DictConfig):
         raise ConfigError(f"{path}: expected a mapping at the top level, got a {type(cfg).__name__}")
     return cfg
+
+
+def _yaml_error_message(path: str, err: yaml.MarkedYAMLError) -> str:
+    """``file:line:column: could not parse YAML at line L, column C: problem``, then the line and a caret."""
+    mark = err.problem_mark or err.context_mark
+    problem = err.problem or err.context or "invalid YAML"
+    if mark is None:
+        return f"{path}: could not parse YAML: {problem}"
+    line, column = mark.line + 1, mark.column + 1
+    message = f"{path}:{line}:{column}: could not parse YAML at line {line}, column {column}: {problem}"
+    if err.context and err.problem and err.context_mark is not None:
+        message += f" ({err.context} at line {err.context_mark.line + 1}, column {err.context_mark.column + 1})"
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read().splitlines()[mark.line]
+    except (OSError, IndexError, UnicodeDecodeError):
+        return message
+    return f"{message}\n    {text}\n    {' ' * mark.column}^"
 
 
 _NULL_WORDS = frozenset({"null", "Null", "NULL", "~"})
@@ -203,6 +333,7 @@ def validate(schema: type, node: Any, prefix: str, origins: _Origins, fallback: 
     except ValidationError as err:
         key = _full_key(prefix, err)
         raise ConfigError(f"{origins.of(key, fallback)}: {key}: {_reason(err)}") from None
+    check_ranges(merged, prefix, origins, fallback)
     missing = sorted(OmegaConf.missing_keys(merged))
     if missing:
         key = f"{prefix}.{missing[0]}" if prefix else missing[0]
@@ -233,7 +364,9 @@ def _lookup(kind: str, name: Any, key: str, origins: _Origins, fallback: str) ->
         raise ConfigError(f"{origins.of(key, fallback)}: {key}: {err}") from None
 
 
-def _default_path(cls: type, attr: str, type_name: str, key: str, origins: _Origins, fallback: str) -> str | None:
+def _default_path(
+    cls: type, attr: str, type_name: str, key: str, origins: _Origins, fallback: str, **kwargs: Any
+) -> str | None:
     table: Mapping[str, str] = getattr(cls, attr, {}) or {}
     if not table:
         return None
@@ -242,7 +375,7 @@ def _default_path(cls: type, attr: str, type_name: str, key: str, origins: _Orig
             f"{origins.of(key, fallback)}: {key}: unknown value {type_name!r} for {cls.__name__}; "
             f"known: {', '.join(sorted(table))}"
         )
-    return cls.default_config_path(type_name)
+    return cls.default_config_path(type_name, **kwargs)
 
 
 def _validate_processors(node: DictConfig, prefix: str, origins: _Origins, fallback: str) -> None:
@@ -360,7 +493,9 @@ class Config:
             builder_cls = _lookup("builder", name, prefix, origins, fallback)
             head = OmegaConf.merge(user_sets[name] or {}, option_sets.get(name) or {})
             type_name = head.get("type", "default")
-            default = _default_path(builder_cls, "DATASET_CONFIG_DICT", type_name, f"{prefix}.type", origins, fallback)
+            default = _default_path(
+                builder_cls, "DATASET_CONFIG_DICT", type_name, f"{prefix}.type", origins, fallback, name=name
+            )
             defaults = load_yaml(default) if default else OmegaConf.create({})
             default_entry = _section(_section(defaults, "datasets"), name)
             merged = _merge_sources(
@@ -374,6 +509,12 @@ class Config:
             )
             checked = validate(builder_cls.config_schema, merged, prefix, origins, fallback)
             _validate_processors(checked, prefix, origins, fallback)
+            check_splits = getattr(builder_cls, "check_splits", None)
+            if check_splits is not None:
+                try:
+                    check_splits(checked, prefix)
+                except ValueError as err:
+                    raise ConfigError(f"{origins.of(f'{prefix}.splits', fallback)}: {err}") from None
             result[name] = checked
         return OmegaConf.create(result)
 
@@ -385,11 +526,38 @@ class Config:
             [(self.cfg_path, _section(user, "run")), (OPTIONS_LABEL, _section(options, "run"))], "run", origins
         )
         run = validate(RunConfig, merged, "run", origins, fallback)
+        _check_warmup(run, origins, fallback)
         _lookup("task", run.task, "run.task", origins, fallback)
         _lookup("runner", run.runner, "run.runner", origins, fallback)
         if run.lr_sched is not None:
             _lookup("lr_scheduler", run.lr_sched, "run.lr_sched", origins, fallback)
         return run
+
+    # paths ----------------------------------------------------------------------------------------------
+    def check_paths(self) -> None:
+        """Check every path key on disk (the schema fields declared with :func:`path_field`): model weights and
+        the prompt file, dataset storage. Entry points call this before building anything.
+
+        Raises:
+            ConfigError: listing every path that does not exist, one line each, with its key, the file (or
+                ``--options``) that set it and the places looked at.
+        """
+        sections = [("model", self.config.model), ("run", self.config.run)]
+        sections += [(f"datasets.{name}", node) for name, node in self.config.datasets.items()]
+        problems = []
+        for prefix, section in sections:
+            for key, value, f in _walk(section, prefix):
+                kind = f.metadata.get(PATH_METADATA)
+                if kind is None or value is None:
+                    continue
+                entries = value.items() if isinstance(value, DictConfig) else [(None, value)]
+                for sub, path in entries:
+                    full = key if sub is None else f"{key}.{sub}"
+                    problem = _path_problem(kind, path, full) if path not in (None, "") else None
+                    if problem:
+                        problems.append(f"{self._origins.of(full, self.cfg_path)}: {problem}")
+        if problems:
+            raise ConfigError("\n".join(problems))
 
     # accessors ------------------------------------------------------------------------------------------
     @property
@@ -419,6 +587,87 @@ class Config:
         """Log the merged configuration, one section at a time."""
         for section in ("run", "datasets", "model", "preprocess"):
             logger.info("===== %s =====\n%s", section, OmegaConf.to_yaml(self.config[section], resolve=True))
+
+
+def _check_warmup(run: DictConfig, origins: _Origins, fallback: str) -> None:
+    """A warmup (``warmup_lr >= 0``) may not be longer than the run, when the run's length is known."""
+    if run.lr_sched is None or run.warmup_lr < 0 or run.iters_per_epoch is None:
+        return
+    total = run.max_epoch * run.iters_per_epoch
+    if run.warmup_steps > total:
+        raise ConfigError(
+            f"{origins.of('run.warmup_steps', fallback)}: run.warmup_steps: {run.warmup_steps} is more than the "
+            f"run's {total} iterations (run.max_epoch {run.max_epoch} x run.iters_per_epoch {run.iters_per_epoch})"
+        )
+
+
+def _path_problem(kind: str, path: str, key: str) -> str | None:
+    """Why ``path`` (the value of ``key``, a :func:`path_field` of ``kind``) is unusable, or None if it exists."""
+    from minigpt4.datasets.datasets.webdataset_source import data_search_dirs, expand_shards
+    from minigpt4.models.base_model import resolve_model_path
+
+    path = str(path)
+    try:
+        if kind == "model":
+            resolve_model_path(path, key)
+        elif kind == "shards":
+            expand_shards(path)
+        else:
+            expanded = os.path.expanduser(path)
+            bases = [""] if os.path.isabs(expanded) else data_search_dirs()
+            candidates = list(dict.fromkeys(os.path.abspath(os.path.join(b, expanded)) for b in bases))
+            if not any(os.path.isdir(c) for c in candidates):
+                return f"{key}: folder not found: {path!r} (looked at {', '.join(candidates)})"
+    except FileNotFoundError as err:
+        message = str(err)
+        return message if message.startswith(f"{key}:") else f"{key}: {message}"
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# entry points: one line per user error, the traceback on request
+# ----------------------------------------------------------------------------------------------------------
+
+DEBUG_ENV = "MINIGPT4_DEBUG"
+DEBUG_FLAG = "--debug"
+CONFIG_ERROR_EXIT_CODE = 2
+# errors about the user's input whose message says everything (key, file, line): printed without a traceback
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, InputFileError, FileNotFoundError)
+
+
+def add_debug_argument(parser: Any) -> None:
+    """Add ``--debug`` (show the full traceback of an error) to an ``argparse`` parser."""
+    parser.add_argument(
+        DEBUG_FLAG,
+        action="store_true",
+        help=f"show the full traceback of a configuration or input error (or set {DEBUG_ENV}=1)",
+    )
+
+
+def debug_requested(argv: Sequence[str]) -> bool:
+    """True with ``--debug`` among the arguments or ``MINIGPT4_DEBUG`` set to anything but "", "0", "false"."""
+    return DEBUG_FLAG in argv or os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def run_entry_point(main: Callable[[list[str]], Any], argv: Sequence[str] | None = None, prog: str = "") -> int:
+    """Run ``main(argv)`` for a script's ``__main__``; the process exit code.
+
+    A :data:`USER_ERRORS` error prints ``PROG: error: MESSAGE`` alone on stderr and gives exit code 2 (unless
+    :func:`debug_requested`, when it propagates with its traceback). ``main`` returning an int gives that code;
+    anything else gives 0.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        result = main(args)
+    except USER_ERRORS as err:
+        if debug_requested(args):
+            raise
+        message = err.args[0] if isinstance(err, FileNotFoundError) and len(err.args) == 1 else str(err)
+        name = prog or os.path.basename(sys.argv[0] or "minigpt4")
+        sys.stderr.write(f"{name}: error: {message}\n")
+        sys.stderr.flush()
+        return CONFIG_ERROR_EXIT_CODE
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0
 
 
 class _Args:

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
-from minigpt4.common.checkpoints import checkpoints_for_key, find_known_checkpoint
+from minigpt4.common.checkpoints import download_hint
 from minigpt4.common.utils import is_url
 
 logger = logging.getLogger(__name__)
@@ -193,17 +193,6 @@ def destroy_distributed() -> None:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _where_to_get(path_or_url: str, what: str) -> str:
-    entry = find_known_checkpoint(path_or_url)
-    if entry is not None:
-        return f"This is {entry.name} ({entry.description}); download it from {entry.source}"
-    candidates = checkpoints_for_key(what)
-    if candidates:
-        listed = "; ".join(f"{e.name} from {e.source}" for e in candidates)
-        return f"Known files for {what}: {listed}"
-    return "Download it yourself"
-
-
 def resolve_local_file(path_or_url: str | os.PathLike[str] | None, what: str, search_dirs: Sequence[str] = ()) -> str:
     """An existing local file or folder for ``path_or_url``; minigpt4 never downloads.
 
@@ -215,31 +204,32 @@ def resolve_local_file(path_or_url: str | os.PathLike[str] | None, what: str, se
         search_dirs: extra directories for relative paths.
 
     Raises:
-        FileNotFoundError: for a URL, an empty value or a path that does not exist; the message names ``what``
-            and, from :mod:`minigpt4.common.checkpoints`, what to download from where.
+        FileNotFoundError: for a URL, an empty value or a path that does not exist; the message names ``what``,
+            each distinct place looked at and, for a published file name only
+            (:func:`minigpt4.common.checkpoints.download_hint`), what to download from where.
     """
-    if path_or_url is None or not os.fspath(path_or_url):
-        raise FileNotFoundError(f"{what}: no path set. {_where_to_get('', what)}, and set {what} to the local path.")
-    text = os.fspath(path_or_url)
+    text = os.fspath(path_or_url) if path_or_url is not None else ""
+    hint = download_hint(text, what)
+    if not text:
+        raise FileNotFoundError(f"{what}: no path set" + (f". {hint}" if hint else ""))
     if is_url(text):
         raise FileNotFoundError(
-            f"{what}: {text!r} is a URL, but minigpt4 never downloads files. {_where_to_get(text, what)}, "
-            f"and set {what} to the local path."
+            f"{what}: {text!r} is a URL, but minigpt4 never downloads files. "
+            + (hint or f"Download it and set {what} to the local path")
         )
     path = os.path.expanduser(text)
-    tried = [os.path.abspath(path)]
     if os.path.exists(path):
         return path
+    tried = [os.path.abspath(path)]
     if not os.path.isabs(path):
         for base in search_dirs:
             candidate = os.path.join(base, path)
             if os.path.exists(candidate):
                 return candidate
             tried.append(os.path.abspath(candidate))
-    raise FileNotFoundError(
-        f"{what}: file not found: {text!r} (looked at {', '.join(tried)}). {_where_to_get(text, what)}, "
-        f"and set {what} to the local path."
-    )
+    tried = list(dict.fromkeys(tried))
+    message = f"{what}: file not found: {text!r} (looked at {', '.join(tried)})"
+    raise FileNotFoundError(message + (f". {hint}" if hint else ""))
 
 
 def download_cached_file(url: str, check_hash: bool = True, progress: bool = False) -> str:

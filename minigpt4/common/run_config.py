@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from minigpt4.common.config import bounded
+
 
 @dataclass
 class RunConfig:
@@ -18,22 +20,22 @@ class RunConfig:
 
     # optimisation and LR schedule
     lr_sched: Optional[str] = "linear_warmup_cosine_lr"
-    init_lr: float = 1e-4
-    min_lr: float = 0.0
+    init_lr: float = bounded(1e-4, ge=0)
+    min_lr: float = bounded(0.0, ge=0)
     warmup_lr: float = -1.0  # < 0: start the warmup at init_lr (no warmup)
-    warmup_steps: int = 0
-    decay_rate: Optional[float] = None  # linear_warmup_step_lr: LR multiplier per epoch
-    weight_decay: float = 0.05
-    beta2: float = 0.999
-    accum_grad_iters: int = 1
-    max_grad_norm: Optional[float] = None
+    warmup_steps: int = bounded(0, ge=0)
+    decay_rate: Optional[float] = bounded(None, gt=0)  # linear_warmup_step_lr: LR multiplier per epoch
+    weight_decay: float = bounded(0.05, ge=0)
+    beta2: float = bounded(0.999, ge=0, lt=1)
+    accum_grad_iters: int = bounded(1, gt=0)
+    max_grad_norm: Optional[float] = bounded(None, gt=0)
 
     # schedule
-    max_epoch: int = 1
-    iters_per_epoch: Optional[int] = None  # None: one pass over finite data per epoch
-    batch_size_train: int = 1
-    batch_size_eval: int = 1
-    num_workers: int = 0
+    max_epoch: int = bounded(1, gt=0)
+    iters_per_epoch: Optional[int] = bounded(None, gt=0)  # None: one pass over finite data per epoch
+    batch_size_train: int = bounded(1, gt=0)
+    batch_size_eval: int = bounded(1, gt=0)
+    num_workers: int = bounded(0, ge=0)
 
     # precision
     amp: bool = False  # autocast the forward pass (fp16 uses a GradScaler)
@@ -45,13 +47,13 @@ class RunConfig:
     compile: bool = False
 
     # reproducibility and devices
-    seed: int = 42
+    seed: int = bounded(42, ge=0)
     device: str = "cuda"
-    world_size: int = 1
+    world_size: int = bounded(1, gt=0)
     dist_url: str = "env://"
     distributed: bool = True
     # set by init_distributed_mode from the launcher's environment (not meant to be configured)
-    rank: int = 0
+    rank: int = bounded(0, ge=0)
     gpu: Optional[int] = None
     dist_backend: Optional[str] = None
 
@@ -68,11 +70,17 @@ class RunConfig:
     # ``auto_resume`` needs a stable folder, so it requires ``job_name``.
     output_dir: str = "output"
     job_name: Optional[str] = None
-    log_freq: int = 50  # iterations between log lines / metrics.jsonl records
-    save_freq: Optional[int] = None  # iterations between mid-epoch checkpoints (a checkpoint also ends every epoch)
-    keep_last: Optional[int] = None  # keep only the newest N checkpoint_*.pth (checkpoint_best.pth is always kept)
+    log_freq: int = bounded(50, gt=0)  # iterations between log lines / metrics.jsonl records
+    save_freq: Optional[int] = bounded(
+        None, gt=0
+    )  # iterations between mid-epoch checkpoints (a checkpoint also ends every epoch)
+    keep_last: Optional[int] = bounded(
+        None, gt=0
+    )  # keep only the newest N checkpoint_*.pth (checkpoint_best.pth is always kept)
     resume_ckpt_path: Optional[str] = None  # resume everything (weights, optimizer, schedule, RNG, data) from here
     auto_resume: bool = False  # resume from the newest complete checkpoint in the run folder, if any
-    max_consecutive_nonfinite: int = 10  # stop after this many non-finite losses in a row (each is skipped)
+    max_consecutive_nonfinite: int = bounded(
+        10, gt=0
+    )  # stop after this many non-finite losses in a row (each is skipped)
     progress_bar: bool = True  # tqdm bar on rank 0
     tensorboard: bool = True  # TensorBoard scalars under <run folder>/tensorboard

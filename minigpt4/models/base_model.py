@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from minigpt4.common.dist_utils import resolve_local_file
 from minigpt4.common.registry import registry
+from minigpt4.common.utils import get_repo_root
 
 logger = logging.getLogger(__name__)
 
@@ -19,11 +20,11 @@ logger = logging.getLogger(__name__)
 def resolve_model_path(path: str | os.PathLike[str] | None, key: str) -> str:
     """An existing local file/folder for the model config value ``key`` (e.g. ``model.vit_path``).
 
-    Relative paths are tried against the current directory, then the minigpt4 package dir and the repository root.
-    A URL or a missing file raises FileNotFoundError saying what to download and which key to set.
+    A relative path is tried against the current directory, then the repository root (as data paths are). A URL
+    or a missing file raises FileNotFoundError naming ``key`` and every distinct place looked at, plus where to
+    download it when the name is a published checkpoint's (:mod:`minigpt4.common.checkpoints`).
     """
-    root = registry.get_path("library_root")
-    return resolve_local_file(path, key, search_dirs=(root, os.path.dirname(root)))
+    return resolve_local_file(path, key, search_dirs=(get_repo_root(),))
 
 
 def _disabled_train(self: nn.Module, mode: bool = True) -> nn.Module:

@@ -16,6 +16,7 @@ import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from minigpt4.common.config import bounded, path_field
 from minigpt4.common.constants import IGNORE_INDEX, IMAGE_PLACEHOLDER, LLAMA2_PATCH_GROUP, PAD_TOKEN
 from minigpt4.common.registry import registry
 from minigpt4.models.base_model import freeze, resolve_model_path
@@ -36,9 +37,9 @@ class MiniGPT4Config:
 
     # vision encoder (EVA ViT-G/14 unless the vit_* sizes are overridden)
     vit_model: str = "eva_clip_g"
-    vit_path: str = MISSING  # local eva_vit_g.pth
-    image_size: int = 224
-    drop_path_rate: float = 0.0
+    vit_path: str = path_field(MISSING)  # local eva_vit_g.pth
+    image_size: int = bounded(224, gt=0)
+    drop_path_rate: float = bounded(0.0, ge=0, lt=1)
     use_grad_checkpoint: bool = False
     vit_precision: str = "fp16"  # fp16 (published, CPU too) | bf16 | fp32: dtype of the frozen ViT conv/linear weights
     freeze_vit: bool = True
@@ -50,9 +51,9 @@ class MiniGPT4Config:
 
     # Q-Former (BLIP-2); without it (LLaMA-2 variant) 4 neighbouring ViT tokens are concatenated instead
     has_qformer: bool = True
-    q_former_model: Optional[str] = None  # local BLIP-2 checkpoint ({"model": ...}); None: random init
+    q_former_model: Optional[str] = path_field(None)  # local BLIP-2 checkpoint ({"model": ...}); None: random init
     freeze_qformer: bool = True
-    num_query_token: int = 32
+    num_query_token: int = bounded(32, gt=0)
     qformer_hidden_size: int = 768
     qformer_num_layers: int = 12
     qformer_num_heads: int = 12
@@ -60,13 +61,13 @@ class MiniGPT4Config:
     cross_attention_freq: int = 2
 
     # language model (Hugging Face folder with tokenizer.model)
-    llama_model: str = MISSING
+    llama_model: str = path_field(MISSING)
     torch_dtype: str = "float16"  # float16 | bfloat16 | float32
     low_resource: bool = False  # 8-bit LLM (bitsandbytes, CUDA)
     device_8bit: int = 0
-    lora_r: int = 0  # > 0: LoRA adapters on the LLM, trained with llama_proj
+    lora_r: int = bounded(0, ge=0)  # > 0: LoRA adapters on the LLM, trained with llama_proj
     lora_alpha: int = 16
-    lora_dropout: float = 0.05
+    lora_dropout: float = bounded(0.05, ge=0, lt=1)
     lora_target_modules: List[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
     llm_grad_checkpoint: bool = False
     # the LM head (hidden x vocab) only at positions that predict an answer token: the same loss, less compute
@@ -74,13 +75,13 @@ class MiniGPT4Config:
     sparse_lm_head: bool = True
 
     # text
-    prompt_path: str = ""  # file of instructions containing <ImageHere> ("" = stage 1, no instruction)
+    prompt_path: str = path_field("")  # file of instructions containing <ImageHere> ("" = stage 1, no instruction)
     prompt_template: str = ""  # e.g. "###Human: {} ###Assistant: "
-    max_txt_len: int = 32
+    max_txt_len: int = bounded(32, gt=0)
     end_sym: str = "\n"
 
     # a trained MiniGPT-4 checkpoint ({"model": {...}}) loaded non-strictly after building
-    ckpt: Optional[str] = None
+    ckpt: Optional[str] = path_field(None)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ class BaseTask:
             raise ValueError(f"{cfg.cfg_path}: no datasets configured (add a 'datasets' section)")
         datasets: dict[str, dict[str, Any]] = {}
         for name, dataset_cfg in datasets_cfg.items():
-            builder = registry.get_builder_class(name)(dataset_cfg)
+            builder = registry.get_builder_class(name)(dataset_cfg, name=name)
             datasets[name] = builder.build_datasets()
             logger.info("dataset %s: splits %s", name, ", ".join(datasets[name]))
         return datasets

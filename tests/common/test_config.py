@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional
 import pytest
 from omegaconf import MISSING, OmegaConf
 
-from minigpt4.common.config import Config, ConfigError, parse_options
+from minigpt4.common.config import Config, ConfigError, bounded, parse_options, path_field
 from minigpt4.common.registry import registry
 
 
@@ -69,7 +69,8 @@ class _TestBuilder(_FromDir):
     DATASET_CONFIG_DICT = {"default": "data_defaults.yaml", "align": "data_align.yaml"}
 
     @classmethod
-    def default_config_path(cls, type: str = "default") -> str:  # noqa: A002
+    def default_config_path(cls, type: str = "default", name: str | None = None) -> str:  # noqa: A002
+        assert name == "_test_data"
         return os.path.join(cls.defaults_dir, cls.DATASET_CONFIG_DICT[type])
 
 
@@ -413,3 +414,92 @@ def test_required_marker_in_user_yaml_overrides_a_default(world):
 def test_required_marker_in_dataset_section(world):
     msg = world.error(_edit(USER, "    sample_ratio: 7", "    storage: ???"))
     assert "datasets._test_data.storage" in msg
+
+
+# YAML syntax errors, ranges, paths -------------------------------------------------------------------------
+
+
+def test_yaml_syntax_error_names_file_line_and_column(world):
+    bad = "model:\n  arch: _test_model\n  depth: 4: 5\n"
+    msg = world.error(bad)
+    path = world.path("user.yaml")
+    assert msg.startswith(f"{path}:3:11: could not parse YAML at line 3, column 11: mapping values are not allowed")
+    assert msg.splitlines()[1].strip() == "depth: 4: 5" and msg.splitlines()[2].index("^") == 4 + 10
+
+
+def test_yaml_unclosed_bracket_names_where_it_was_opened(world):
+    msg = world.error("run:\n  train_splits: [train\n  seed: 1\n")
+    assert world.path("user.yaml") + ":" in msg and "line 2, column 17" in msg
+
+
+@pytest.mark.parametrize(
+    "option, key, rule",
+    [
+        ("run.batch_size_train=-3", "run.batch_size_train", "> 0"),
+        ("run.init_lr=-0.5", "run.init_lr", ">= 0"),
+        ("run.weight_decay=-0.1", "run.weight_decay", ">= 0"),
+        ("run.beta2=1.0", "run.beta2", ">= 0 and < 1"),
+        ("run.max_epoch=0", "run.max_epoch", "> 0"),
+        ("run.iters_per_epoch=0", "run.iters_per_epoch", "> 0"),
+        ("run.accum_grad_iters=0", "run.accum_grad_iters", "> 0"),
+        ("run.num_workers=-1", "run.num_workers", ">= 0"),
+    ],
+)
+def test_out_of_range_option_names_key_and_options(world, option, key, rule):
+    msg = world.error(options=[option])
+    assert msg == f"--options: {key}: {option.split('=')[1]} is out of range (must be {rule})"
+
+
+def test_out_of_range_value_in_a_file_names_the_file(world):
+    msg = world.error(_edit(USER, "init_lr: 3e-5", "init_lr: 3e-5\n  batch_size_eval: 0"))
+    assert msg == f"{world.path('user.yaml')}: run.batch_size_eval: 0 is out of range (must be > 0)"
+
+
+def test_optional_ranged_values_may_be_null(world):
+    cfg = world.load(options=["run.iters_per_epoch=null", "run.save_freq=null"])
+    assert cfg.run_cfg.iters_per_epoch is None and cfg.run_cfg.save_freq is None
+
+
+def test_warmup_longer_than_the_run_is_an_error(world):
+    msg = world.error(options=["run.max_epoch=2", "run.iters_per_epoch=10", "run.warmup_lr=0", "run.warmup_steps=21"])
+    assert msg.startswith("--options: run.warmup_steps: 21 is more than the run's 20 iterations")
+    # no warmup (warmup_lr < 0) or an open-ended epoch: nothing to compare
+    world.load(options=["run.iters_per_epoch=10", "run.warmup_steps=500"])
+    world.load(options=["run.warmup_lr=0", "run.warmup_steps=500"])
+
+
+@dataclass
+class _PathSchema:
+    arch: str = "_test_paths"
+    model_type: str = "base"
+    weights: Optional[str] = path_field(None)
+    folders: Dict[str, str] = path_field({}, kind="folder")
+    ratio: float = bounded(0.5, ge=0, le=1)
+
+
+@registry.register_model("_test_paths")
+class _PathModel(_FromDir):
+    config_schema = _PathSchema
+    DEFAULT_MODEL_TYPE = "base"
+
+
+def test_check_paths_lists_every_missing_path_once(world, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "present").mkdir()
+    text = (
+        f"model:\n  arch: _test_paths\n  weights: out/checkpoint_3.pth\n  folders: {{a: present, b: {tmp_path}/gone}}\n"
+    )
+    cfg = world.load(text, options=["model.folders.c=nowhere"])
+    with pytest.raises(ConfigError) as err:
+        cfg.check_paths()
+    lines = str(err.value).splitlines()
+    path = world.path("user.yaml")
+    assert len(lines) == 3
+    assert lines[0].startswith(f"{path}: model.weights: file not found: 'out/checkpoint_3.pth' (looked at ")
+    assert lines[0].count(str(tmp_path / "out" / "checkpoint_3.pth")) == 1
+    assert lines[1].startswith(f"{path}: model.folders.b: folder not found: '{tmp_path}/gone'")
+    assert lines[2].startswith("--options: model.folders.c: folder not found: 'nowhere'")
+    assert "http" not in str(err.value)
+    assert world.error(text.replace("  weights", "  ratio: 1.5\n  weights")).endswith(
+        "1.5 is out of range (must be >= 0 and <= 1)"
+    )

@@ -187,12 +187,29 @@ def test_resolve_missing_known_file_says_where_to_get_it(tmp_path):
     assert "blip2_pretrained_flant5xxl.pth" in msg and "storage.googleapis.com" in msg
 
 
-def test_resolve_missing_unknown_file_lists_candidates_for_key(tmp_path):
+def test_resolve_missing_file_of_ones_own_gets_no_download_advice(tmp_path):
+    # a stage-1 output or a folder of one's own is not a published file: no links to published checkpoints
+    for value, key in ((tmp_path / "my_llm", "model.llama_model"), (tmp_path / "checkpoint_3.pth", "model.ckpt")):
+        with pytest.raises(FileNotFoundError) as err:
+            resolve_local_file(str(value), key)
+        msg = str(err.value)
+        assert msg.startswith(f"{key}: file not found") and msg.count(str(value)) == 2
+        assert "http" not in msg and "download" not in msg
+
+
+def test_resolve_unset_lists_the_published_files_for_the_key():
     with pytest.raises(FileNotFoundError) as err:
-        resolve_local_file(str(tmp_path / "my_llm"), "model.llama_model")
+        resolve_local_file("", "model.llama_model")
     msg = str(err.value)
-    assert "model.llama_model" in msg
     assert "huggingface.co/Vision-CAIR/vicuna" in msg and "Llama-2-7b-chat-hf" in msg
+
+
+def test_resolve_lists_each_place_looked_at_once(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as err:
+        resolve_local_file("missing.pth", "model.ckpt", search_dirs=[str(tmp_path), str(tmp_path / "other")])
+    msg = str(err.value)
+    assert msg.count(str(tmp_path / "missing.pth")) == 1 and str(tmp_path / "other" / "missing.pth") in msg
 
 
 @pytest.mark.parametrize("value", [None, ""])

@@ -6,30 +6,30 @@ from omegaconf import OmegaConf
 
 from minigpt4.common.config import Config, ConfigError
 from minigpt4.common.registry import registry
-from minigpt4.datasets.builders import CCSBUAlignBuilder, CCSBUBuilder, ImageTextWebDatasetBuilder, LaionBuilder
+from minigpt4.datasets.builders import CCSBUAlignBuilder, ImageTextWebDatasetBuilder
 from minigpt4.datasets.data_utils import build_train_iterator
 from minigpt4.datasets.datasets.cc_sbu_align_dataset import CCSBUAlignDataset
 from minigpt4.datasets.datasets.webdataset_source import ImageTextWebDataset
 from minigpt4.processors.blip_processors import Blip2ImageTrainProcessor, BlipCaptionProcessor
+from minigpt4.tasks.image_text_pretrain import ImageTextPretrainTask
 from tests.datasets.shard_utils import write_align_folder, write_good_shards
 
 
-def test_registered_builders_share_one_webdataset_class():
-    assert registry.get_builder_class("laion") is LaionBuilder
-    assert registry.get_builder_class("cc_sbu") is CCSBUBuilder
+def test_one_webdataset_builder_serves_laion_and_cc_sbu():
+    assert registry.get_builder_class("laion") is ImageTextWebDatasetBuilder
+    assert registry.get_builder_class("cc_sbu") is ImageTextWebDatasetBuilder
     assert registry.get_builder_class("cc_sbu_align") is CCSBUAlignBuilder
-    assert issubclass(LaionBuilder, ImageTextWebDatasetBuilder) and issubclass(CCSBUBuilder, ImageTextWebDatasetBuilder)
-    assert set(vars(LaionBuilder)) - {"__module__", "__doc__", "__firstlineno__", "__static_attributes__"} == {
-        "name",
-        "DATASET_CONFIG_DICT",
-    }
+    for name in ("laion", "cc_sbu"):
+        path = ImageTextWebDatasetBuilder.default_config_path(name=name)
+        assert path.endswith(f"configs/datasets/{name}/defaults.yaml")
+        assert OmegaConf.is_missing(ImageTextWebDatasetBuilder.default_config(name=name).build_info, "storage")
+        assert ImageTextWebDatasetBuilder({"build_info": {"storage": "x"}}, name=name).name == name
 
 
-@pytest.mark.parametrize("cls", [LaionBuilder, CCSBUBuilder, CCSBUAlignBuilder])
-def test_default_yaml_has_required_storage(cls):
-    cfg = cls.default_config()
+def test_default_yaml_has_required_storage():
+    cfg = CCSBUAlignBuilder.default_config()
     assert OmegaConf.is_missing(cfg.build_info, "storage")
-    assert cls.default_config_path().endswith(".yaml")
+    assert CCSBUAlignBuilder.default_config_path().endswith(".yaml")
 
 
 def write_config(tmp_path: Path, datasets: dict, run: dict | None = None) -> Path:
@@ -71,7 +71,7 @@ def test_builders_from_validated_config(tmp_path: Path):
     assert cfg.datasets_cfg.cc_sbu_align.build_info.skip_missing is False
     datasets = {}
     for name, section in cfg.datasets_cfg.items():
-        built = registry.get_builder_class(name)(section).build_datasets()
+        built = registry.get_builder_class(name)(section, name=name).build_datasets()
         assert list(built) == ["train"]
         datasets[name] = built
     laion = datasets["laion"]["train"]
@@ -98,6 +98,93 @@ def test_config_errors_name_the_key(tmp_path: Path):
 
 
 def test_missing_shards_fail_when_building(tmp_path: Path):
-    builder = LaionBuilder({"build_info": {"storage": f"{tmp_path}/none/{{0..3}}.tar"}})
+    processors = {
+        "vis_processor": {"train": {"name": "blip2_image_train", "image_size": 16}},
+        "text_processor": {"train": {"name": "blip_caption"}},
+    }
+    builder = ImageTextWebDatasetBuilder(
+        {"build_info": {"storage": f"{tmp_path}/none/{{0..3}}.tar"}, **processors}, name="laion"
+    )
     with pytest.raises(FileNotFoundError, match="none"):
         builder.build_datasets()
+
+
+# splits --------------------------------------------------------------------------------------------------
+
+VAL_PROCESSORS = {
+    "vis_processor": {
+        "train": {"name": "blip2_image_train", "image_size": 16},
+        "val": {"name": "blip2_image_eval", "image_size": 16},
+    },
+    "text_processor": {"train": {"name": "blip_caption"}, "val": {"name": "blip_caption"}},
+}
+
+
+def _built(path: Path) -> dict:
+    return ImageTextPretrainTask().build_datasets(Config.load(path))
+
+
+def test_each_split_reads_its_own_storage(tmp_path: Path):
+    train = write_align_folder(tmp_path / "train", {"1": "Train one.", "2": "Train two."})
+    val = write_align_folder(tmp_path / "val", {"7": "Held out."})
+    write_good_shards(tmp_path / "shards_train", 1, 3, prefix="train caption ")
+    write_good_shards(tmp_path / "shards_val", 1, 2, prefix="val caption ")
+    path = write_config(
+        tmp_path,
+        {
+            "cc_sbu_align": {
+                "splits": ["train", "val"],
+                "build_info": {"storage": str(train), "split_storage": {"val": str(val)}},
+                **VAL_PROCESSORS,
+            },
+            "laion": {
+                "splits": ["train", "val"],
+                "resampled": False,
+                "build_info": {
+                    "storage": f"{tmp_path}/shards_train/00000.tar",
+                    "split_storage": {"val": f"{tmp_path}/shards_val/00000.tar"},
+                },
+                **VAL_PROCESSORS,
+            },
+        },
+    )
+    datasets = _built(path)
+    align = datasets["cc_sbu_align"]
+    assert [align["train"][i]["answer"] for i in range(2)] == ["Train one.", "Train two."]
+    assert len(align["val"]) == 1 and align["val"][0]["answer"] == "Held out."
+    laion = datasets["laion"]
+    assert all(s["answer"].startswith("train caption") for s in laion["train"])
+    val_answers = [s["answer"] for s in laion["val"]]
+    assert len(val_answers) == 2 and all(a.startswith("val caption") for a in val_answers)
+
+
+@pytest.mark.parametrize("name", ["cc_sbu_align", "laion"])
+def test_a_split_without_storage_is_an_error_naming_dataset_and_split(tmp_path: Path, name: str):
+    write_align_folder(tmp_path / "train", {"1": "Train one."})
+    write_good_shards(tmp_path / "shards", 1, 2)
+    storage = str(tmp_path / "train") if name == "cc_sbu_align" else f"{tmp_path}/shards/00000.tar"
+    section = {"splits": ["train", "val"], "build_info": {"storage": storage}, **VAL_PROCESSORS}
+    path = write_config(tmp_path, {name: section})
+    with pytest.raises(ConfigError) as err:
+        _built(path)
+    msg = str(err.value)
+    assert str(path) in msg and f"datasets.{name}" in msg and "'val'" in msg
+    assert f"datasets.{name}.build_info.split_storage.val" in msg
+
+
+def test_a_split_without_processors_is_an_error(tmp_path: Path):
+    train = write_align_folder(tmp_path / "train", {"1": "Train one."})
+    section = {"splits": ["train", "val"], "build_info": {"storage": str(train), "split_storage": {"val": str(train)}}}
+    path = write_config(tmp_path, {"cc_sbu_align": section})
+    with pytest.raises(
+        ConfigError, match=r"split 'val' has no vis_processor.*datasets\.cc_sbu_align\.vis_processor\.val"
+    ):
+        _built(path)
+
+
+def test_published_train_only_sections_are_unchanged(tmp_path: Path):
+    train = write_align_folder(tmp_path / "train", {"1": "Train one."})
+    cfg = Config.load(write_config(tmp_path, {"cc_sbu_align": {"build_info": {"storage": str(train)}}}))
+    assert list(cfg.datasets_cfg.cc_sbu_align.splits) == ["train"]
+    assert dict(cfg.datasets_cfg.cc_sbu_align.build_info.split_storage) == {}
+    assert list(ImageTextPretrainTask().build_datasets(cfg)["cc_sbu_align"]) == ["train"]

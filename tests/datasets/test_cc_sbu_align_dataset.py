@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,22 @@ def test_relative_storage_from_the_current_directory(tmp_path: Path, monkeypatch
     monkeypatch.chdir(tmp_path)
     ds = CCSBUAlignDataset("align", Blip2ImageEvalProcessor(image_size=8))
     assert len(ds) == 3 and ds.storage == str(tmp_path / "align")
+
+
+def test_invalid_json_names_file_line_and_column(tmp_path: Path):
+    from minigpt4.common.config import InputFileError
+
+    folder = write_align_folder(tmp_path / "align", {"1": "One.", "2": "Two."})
+    ann = folder / "filter_cap.json"
+    good = json.dumps(
+        {"annotations": [{"image_id": "1", "caption": "One."}, {"image_id": "2", "caption": "Two."}]}, indent=1
+    )
+    lines = good.splitlines()
+    lines[5] = lines[5].rstrip(",")  # drop the comma after the first annotation: the next one is where it breaks
+    ann.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputFileError) as err:
+        CCSBUAlignDataset(str(folder), vis_processor=lambda im: im)
+    msg = str(err.value)
+    line, column = 7, 3
+    assert msg.startswith(f"{ann}:{line}:{column}: not valid JSON at line {line}, column {column}: ")
+    assert msg.splitlines()[1].strip() == lines[line - 1].strip()

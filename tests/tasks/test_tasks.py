@@ -49,8 +49,9 @@ def test_build_model_uses_the_registered_from_config(monkeypatch):
 
 def test_build_datasets_calls_each_builder(monkeypatch):
     class FakeBuilder:
-        def __init__(self, cfg):
+        def __init__(self, cfg, name):
             self.cfg = cfg
+            assert cfg.tag == name
 
         def build_datasets(self):
             return {"train": f"data of {self.cfg.tag}"}

@@ -1,18 +1,6 @@
-"""Dataset builders, registered by dataset name (``laion``, ``cc_sbu``, ``cc_sbu_align``)."""
+"""Dataset builders, registered by dataset name: ``laion`` and ``cc_sbu`` (one webdataset builder), ``cc_sbu_align``."""
 
 from minigpt4.datasets.builders.base_builder import BaseDatasetBuilder, DatasetConfig
-from minigpt4.datasets.builders.image_text_pair_builder import (
-    CCSBUAlignBuilder,
-    CCSBUBuilder,
-    ImageTextWebDatasetBuilder,
-    LaionBuilder,
-)
+from minigpt4.datasets.builders.image_text_pair_builder import CCSBUAlignBuilder, ImageTextWebDatasetBuilder
 
-__all__ = [
-    "BaseDatasetBuilder",
-    "CCSBUAlignBuilder",
-    "CCSBUBuilder",
-    "DatasetConfig",
-    "ImageTextWebDatasetBuilder",
-    "LaionBuilder",
-]
+__all__ = ["BaseDatasetBuilder", "CCSBUAlignBuilder", "DatasetConfig", "ImageTextWebDatasetBuilder"]

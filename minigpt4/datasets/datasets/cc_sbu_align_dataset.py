@@ -16,6 +16,7 @@ from typing import Any
 from PIL import Image
 from torch.utils.data import Dataset
 
+from minigpt4.common.config import InputFileError
 from minigpt4.datasets.datasets.common import collate, derive_seed, open_rgb, seeded_torch
 from minigpt4.datasets.datasets.webdataset_source import data_search_dirs
 
@@ -70,13 +71,21 @@ class CCSBUAlignDataset(Dataset):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"cc_sbu_align: annotation file not found: {path} (build_info.storage)")
         with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+            text = f.read()
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            line = text.splitlines()[err.lineno - 1] if err.lineno <= len(text.splitlines()) else ""
+            raise InputFileError(
+                f"{path}:{err.lineno}:{err.colno}: not valid JSON at line {err.lineno}, column {err.colno}: "
+                f"{err.msg}\n    {line[:200]}\n    {' ' * min(err.colno - 1, 200)}^"
+            ) from None
         annotations = data.get("annotations") if isinstance(data, dict) else None
         if not isinstance(annotations, list):
-            raise ValueError(f'{path}: expected {{"annotations": [{{"image_id": ..., "caption": ...}}, ...]}}')
+            raise InputFileError(f'{path}: expected {{"annotations": [{{"image_id": ..., "caption": ...}}, ...]}}')
         for i, ann in enumerate(annotations):
             if not isinstance(ann, dict) or "image_id" not in ann or not isinstance(ann.get("caption"), str):
-                raise ValueError(f"{path}: annotation {i} needs 'image_id' and a string 'caption', got {ann!r}")
+                raise InputFileError(f"{path}: annotation {i} needs 'image_id' and a string 'caption', got {ann!r}")
         return annotations
 
     def image_path(self, image_id: Any) -> str:
