@@ -387,3 +387,142 @@ def test_command_line_parsing():
     assert train.parse_args(["--cfg-path", "x.yaml"]).options is None
     with pytest.raises(SystemExit):
         train.parse_args([])
+
+
+# errors a user meets, through the real command line --------------------------------------------------------
+
+
+def _run_train(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(h.TRAIN_PY), *args],
+        cwd=h.REPO_ROOT,
+        env={**h.subprocess_env(), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+def test_config_error_is_one_line_and_exit_code_2_unless_debug(world, tmp_path):
+    cfg = h.write_config(tmp_path / "t.yaml", h.model_section(world), h.align_datasets(world), h.run_section(tmp_path))
+    result = _run_train("--cfg-path", str(cfg), "--options", "run.batch_size_train=-3")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr == "train.py: error: --options: run.batch_size_train: -3 is out of range (must be > 0)\n"
+    for debug in (["--debug"], []):
+        env = {} if debug else {"MINIGPT4_DEBUG": "1"}
+        shown = _run_train("--cfg-path", str(cfg), "--options", "run.batch_size_train=-3", *debug, env=env)
+        assert shown.returncode == 1 and "Traceback" in shown.stderr and "run.batch_size_train" in shown.stderr
+
+
+def test_yaml_syntax_error_names_file_line_and_column_on_the_command_line(tmp_path):
+    cfg = tmp_path / "broken.yaml"
+    cfg.write_text("model:\n  arch: mini_gpt4\n  model_type: tiny: x\n")
+    result = _run_train("--cfg-path", str(cfg))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    first = result.stderr.splitlines()[0]
+    assert first.startswith(f"train.py: error: {cfg}:3:19: could not parse YAML at line 3, column 19: mapping values")
+
+
+def test_invalid_filter_cap_json_is_one_message_naming_file_line_and_column(world, tmp_path):
+    from tests.datasets.shard_utils import write_align_folder
+
+    align = write_align_folder(tmp_path / "align", {"1": h.CAPTIONS[0]})
+    (align / "filter_cap.json").write_text(
+        '{"annotations": [\n  {"image_id": "1", "caption": "x"}\n  {"image_id": "2"}\n]}\n'
+    )
+    datasets = {"cc_sbu_align": {**h.align_datasets(world)["cc_sbu_align"], "build_info": {"storage": str(align)}}}
+    cfg = h.write_config(tmp_path / "t.yaml", h.model_section(world), datasets, h.run_section(tmp_path))
+    result = _run_train("--cfg-path", str(cfg))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"train.py: error: {align / 'filter_cap.json'}:3:3: not valid JSON at line 3, column 3" in result.stderr
+
+
+def test_help_tells_about_resuming_the_run_folder_and_debug():
+    result = _run_train("--help")
+    assert result.returncode == 0 and result.stdout.startswith("usage: train.py")
+    for text in ("run.auto_resume", "run.job_name", "checkpoint_best.pth", "metrics.jsonl", "summary.json", "--debug"):
+        assert text in result.stdout, text
+
+
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        ({"run": {"batch_size_train": -3}}, "run.batch_size_train"),
+        ({"run": {"batch_size_eval": 0}}, "run.batch_size_eval"),
+        ({"run": {"init_lr": -1.0}}, "run.init_lr"),
+        ({"run": {"weight_decay": -0.01}}, "run.weight_decay"),
+        ({"run": {"max_epoch": 0}}, "run.max_epoch"),
+        ({"run": {"warmup_steps": 9}}, "run.warmup_steps"),  # more than 2 epochs x 4 iterations
+        ({"model": {"max_txt_len": 0}}, "model.max_txt_len"),
+        ({"datasets": {"cc_sbu_align": {"sample_ratio": 0}}}, "datasets.cc_sbu_align.sample_ratio"),
+    ],
+)
+def test_out_of_range_values_fail_before_anything_is_built(world, tmp_path, monkeypatch, change, key):
+    from minigpt4.common.config import ConfigError
+    from minigpt4.datasets.builders import CCSBUAlignBuilder
+    from minigpt4.models.mini_gpt4 import MiniGPT4
+
+    built = []
+    monkeypatch.setattr(MiniGPT4, "from_config", classmethod(lambda cls, cfg: built.append(cfg)))
+    monkeypatch.setattr(CCSBUAlignBuilder, "build_datasets", lambda self: built.append(self))
+    sections = {"model": h.model_section(world), "datasets": h.align_datasets(world), "run": h.run_section(tmp_path)}
+    for name, value in change.items():
+        sections[name] = _merge(sections[name], value)
+    cfg = h.write_config(tmp_path / "range.yaml", sections["model"], sections["datasets"], sections["run"])
+    with pytest.raises(ConfigError) as err:
+        train.main(["--cfg-path", str(cfg)])
+    assert str(err.value).startswith(f"{cfg}: {key}: ") and built == []
+
+
+def test_missing_paths_are_all_reported_before_anything_is_built(world, tmp_path, monkeypatch):
+    from minigpt4.common.config import ConfigError
+    from minigpt4.datasets.builders import CCSBUAlignBuilder
+    from minigpt4.models.mini_gpt4 import MiniGPT4
+
+    built = []
+    monkeypatch.setattr(MiniGPT4, "from_config", classmethod(lambda cls, cfg: built.append(cfg)))
+    monkeypatch.setattr(CCSBUAlignBuilder, "build_datasets", lambda self: built.append(self))
+    monkeypatch.chdir(tmp_path)
+    stage1 = "output/s1/checkpoint_3.pth"  # one's own stage-1 output: no published-file advice
+    model = h.model_section(world, ckpt=stage1, prompt_path=str(tmp_path / "prompts.txt"))
+    datasets = {"cc_sbu_align": {**h.align_datasets(world)["cc_sbu_align"], "build_info": {"storage": "no/align"}}}
+    cfg = h.write_config(tmp_path / "paths.yaml", model, datasets, h.run_section(tmp_path))
+    with pytest.raises(ConfigError) as err:
+        train.main(["--cfg-path", str(cfg), "--options", f"model.vit_path={tmp_path}/eva_vit_g.pth"])
+    lines = str(err.value).splitlines()
+    assert built == [] and len(lines) == 4, lines
+    by_key = {line.split(": ")[1]: line for line in lines}
+    assert set(by_key) == {
+        "model.vit_path",
+        "model.prompt_path",
+        "model.ckpt",
+        "datasets.cc_sbu_align.build_info.storage",
+    }
+    assert by_key["model.vit_path"].startswith("--options: ")
+    assert "download it from https://storage.googleapis.com" in by_key["model.vit_path"]  # a published name
+    ckpt = by_key["model.ckpt"]
+    assert ckpt.startswith(f"{cfg}: model.ckpt: file not found: {stage1!r}")
+    assert ckpt.count(str(tmp_path / stage1)) == 1 and "minigpt4/output" not in ckpt
+    assert "http" not in ckpt and "download" not in ckpt
+
+
+def test_validation_split_reads_its_own_data(world, tmp_path):
+    from tests.datasets.shard_utils import write_align_folder
+
+    val = write_align_folder(tmp_path / "val", {"100": "a tiny held out image", "101": "another one"})
+    section = h.align_datasets(world)["cc_sbu_align"]
+    section["splits"] = ["train", "val"]
+    section["build_info"] = {"storage": world["align"], "split_storage": {"val": str(val)}}
+    for kind in ("vis_processor", "text_processor"):
+        section[kind]["val"] = section[kind]["train"]
+    run = h.run_section(tmp_path / "out", max_epoch=1, iters_per_epoch=2, valid_splits=["train", "val"])
+    cfg = h.write_config(tmp_path / "val.yaml", h.model_section(world), {"cc_sbu_align": section}, run)
+    train.main(["--cfg-path", str(cfg)])
+    record = next(r for r in h.read_metrics(tmp_path / "out" / "job") if r["kind"] == "val")
+    assert record["cc_sbu_align/val"] != record["cc_sbu_align/train"]
+    # the val split alone, without its own storage, is refused
+    del section["build_info"]["split_storage"]
+    cfg = h.write_config(tmp_path / "noval.yaml", h.model_section(world), {"cc_sbu_align": section}, run)
+    result = _run_train("--cfg-path", str(cfg))
+    assert result.returncode == 2
+    assert "datasets.cc_sbu_align: split 'val' has no storage" in result.stderr

@@ -110,7 +110,7 @@ def bounded(
 PATH_KINDS = ("model", "shards", "folder")
 
 
-def path_field(default: Any = dataclasses.MISSING, *, kind: str = "model", **range_kw: Any) -> Any:
+def path_field(default: Any = dataclasses.MISSING, *, kind: str = "model") -> Any:
     """A dataclass field that holds a local path, checked by :meth:`Config.check_paths` before anything is built.
 
     ``kind``: ``model`` (a file or folder of weights, a prompt file: relative paths are tried against the current

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from minigpt4.common.config import Config
+from minigpt4.common.config import Config, add_debug_argument, run_entry_point
 from minigpt4.common.registry import registry
 from minigpt4.tiny import world
 from minigpt4.tiny.generate import DEFAULT_QUESTION, PROMPT_STYLES, greedy_generate, prompt_embeds, prompt_text
@@ -142,6 +142,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", default=None, help="also write the report to this JSON file")
     parser.add_argument("--image", default=None, help="answer about this one image instead")
     parser.add_argument("--options", nargs="+", default=None, help="override config keys: a.b=c ...")
+    add_debug_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -164,4 +165,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | str:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_entry_point(main, prog="python -m minigpt4.tiny.evaluate"))
