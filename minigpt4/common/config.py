@@ -597,7 +597,8 @@ def _check_warmup(run: DictConfig, origins: _Origins, fallback: str) -> None:
     if run.warmup_steps > total:
         raise ConfigError(
             f"{origins.of('run.warmup_steps', fallback)}: run.warmup_steps: {run.warmup_steps} is more than the "
-            f"run's {total} iterations (run.max_epoch {run.max_epoch} x run.iters_per_epoch {run.iters_per_epoch})"
+            f"run's {total} iterations (run.max_epoch {run.max_epoch} x run.iters_per_epoch {run.iters_per_epoch}); "
+            "lower it, or set run.warmup_lr=-1 for no warmup"
         )
 
 
