@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli.tiny_chat import write_images
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -35,7 +37,7 @@ def test_caption_usage_names_the_module():
 @pytest.mark.parametrize(
     "entry, prog",
     [
-        (["-m", "minigpt4.cli.chat", "--image", "x.png"], "python -m minigpt4.cli.chat"),
+        (["-m", "minigpt4.cli.chat", "--image", "IMAGE"], "python -m minigpt4.cli.chat"),
         (["-m", "minigpt4.cli.caption", "--images", "IMAGES", "--out", "OUT"], "python -m minigpt4.cli.caption"),
         ([str(REPO / "demo.py")], "demo.py"),
     ],
@@ -43,7 +45,9 @@ def test_caption_usage_names_the_module():
 def test_config_error_is_one_line_with_exit_code_2(tmp_path, entry, prog):
     cfg = tmp_path / "eval.yaml"
     cfg.write_text("model:\n  arch: mini_gpt4\n  max_txt_len: [1\n")
-    entry = [{"IMAGES": str(tmp_path), "OUT": str(tmp_path / "o.jsonl")}.get(arg, arg) for arg in entry]
+    (image,) = write_images(tmp_path / "images", {"red.png": "red"})
+    names = {"IMAGE": str(image), "IMAGES": str(image.parent), "OUT": str(tmp_path / "o.jsonl")}
+    entry = [names.get(arg, arg) for arg in entry]
     result = _run([*entry, "--cfg-path", str(cfg)])
     assert result.returncode == 2, result.stderr[-2000:]
     lines = result.stderr.splitlines()
@@ -64,7 +68,8 @@ def test_chat_checks_every_weight_path_before_loading_the_model(tmp_path, monkey
     cfg = tmp_path / "eval.yaml"
     model = f"  ckpt: {ckpt}\n  llama_model: {tmp_path}/vicuna\n  vit_path: {tmp_path}/eva_vit_g.pth\n"
     cfg.write_text("model:\n  arch: mini_gpt4\n  model_type: pretrain_vicuna0\n  q_former_model: null\n" + model)
+    (image,) = write_images(tmp_path / "images", {"red.png": "red"})
     with pytest.raises(ConfigError) as err:
-        chat.main(["--cfg-path", str(cfg), "--image", "x.png", "--device", "cpu"])
+        chat.main(["--cfg-path", str(cfg), "--image", str(image), "--device", "cpu"])
     keys = [line.split(": ")[1] for line in str(err.value).splitlines()]
     assert keys == ["model.vit_path", "model.llama_model"] and built == []
