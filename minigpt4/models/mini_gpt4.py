@@ -17,11 +17,12 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from minigpt4.common.config import bounded, path_field
-from minigpt4.common.constants import IGNORE_INDEX, IMAGE_PLACEHOLDER, LLAMA2_PATCH_GROUP, PAD_TOKEN
+from minigpt4.common.constants import IGNORE_INDEX, IMAGE_PLACEHOLDER, LLAMA2_PATCH_GROUP
 from minigpt4.common.registry import registry
 from minigpt4.models.base_model import freeze, resolve_model_path
 from minigpt4.models.blip2 import Blip2Base, qformer_sizes, vit_sizes
 from minigpt4.models.eva_vit import VIT_PRECISIONS
+from minigpt4.models.llm_families import get_llm_family, load_causal_lm, load_tokenizer, model_type_configs
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +61,9 @@ class MiniGPT4Config:
     qformer_intermediate_size: int = 3072
     cross_attention_freq: int = 2
 
-    # language model (Hugging Face folder with tokenizer.model)
+    # language model: a Hugging Face folder of the family ``llm_family`` (see ``minigpt4/models/llm_families.py``)
     llama_model: str = path_field(MISSING)
+    llm_family: str = "llama"  # llama (Vicuna, LLaMA-2) | qwen2
     torch_dtype: str = "float16"  # float16 | bfloat16 | float32
     low_resource: bool = False  # 8-bit LLM (bitsandbytes, CUDA)
     device_8bit: int = 0
@@ -79,6 +81,8 @@ class MiniGPT4Config:
     prompt_template: str = ""  # e.g. "###Human: {} ###Assistant: "
     max_txt_len: int = bounded(32, gt=0)
     end_sym: str = "\n"
+    # the chat template (a name registered in ``minigpt4/conversation/templates.py``): vicuna0 | llama2 | qwen2
+    conv_template: str = "vicuna0"
 
     # a trained MiniGPT-4 checkpoint ({"model": {...}}) loaded non-strictly after building
     ckpt: Optional[str] = path_field(None)
@@ -170,12 +174,7 @@ class MiniGPT4(Blip2Base):
     """
 
     config_schema = MiniGPT4Config
-    PRETRAINED_MODEL_CONFIG_DICT = {
-        "pretrain_vicuna0": "configs/models/minigpt4_vicuna0.yaml",
-        "pretrain_llama2": "configs/models/minigpt4_llama2.yaml",
-        "tiny": "configs/models/minigpt4_tiny.yaml",
-        "tiny_llama2": "configs/models/minigpt4_tiny_llama2.yaml",
-    }
+    PRETRAINED_MODEL_CONFIG_DICT = model_type_configs()  # the model types of every LLM family
     DEFAULT_MODEL_TYPE = "pretrain_vicuna0"
 
     def __init__(self, cfg: DictConfig | MiniGPT4Config | dict[str, Any]) -> None:
@@ -233,17 +232,11 @@ class MiniGPT4(Blip2Base):
             logger.info("Q-Former frozen")
 
     def _build_llm(self, cfg: DictConfig) -> tuple[Any, nn.Module]:
-        """The tokenizer (pad ``$$``) and the frozen LLM (with LoRA / gradient checkpointing when configured)."""
-        from transformers import LlamaForCausalLM, LlamaTokenizer
-
+        """The tokenizer and the frozen LLM of ``cfg.llm_family`` (with LoRA / gradient checkpointing when
+        configured); the family says which classes load the folder and how its tokenizer pads."""
+        family = get_llm_family(cfg.llm_family)
         path = resolve_model_path(cfg.llama_model, "model.llama_model")
-        # bos on plain calls, as the sentencepiece LLaMA tokenizer the published code used (the chat relies on it)
-        tokenizer = LlamaTokenizer.from_pretrained(path, add_bos_token=True)
-        tokenizer.pad_token = PAD_TOKEN
-        if tokenizer.pad_token_id in (None, tokenizer.unk_token_id):
-            logger.warning(
-                "the tokenizer of %s has no %r piece: padding uses id %s", path, PAD_TOKEN, tokenizer.pad_token_id
-            )
+        tokenizer = load_tokenizer(family, path)
 
         dtype = TORCH_DTYPES[self._check_choice("torch_dtype", cfg.torch_dtype, TORCH_DTYPES)]
         if dtype == torch.float16:
@@ -251,9 +244,9 @@ class MiniGPT4(Blip2Base):
         kwargs: dict[str, Any] = {"dtype": dtype}
         if cfg.low_resource:
             kwargs.update(self._low_resource_kwargs(cfg.device_8bit))
-        llama_model = LlamaForCausalLM.from_pretrained(path, **kwargs)
+        llama_model = load_causal_lm(family, path, **kwargs)
         self.llm_dtype = dtype
-        logger.info("loaded the LLM from %s (%s)", path, dtype)
+        logger.info("loaded the %s LLM from %s (%s)", family.name, path, dtype)
 
         # LoRA dropout and HF gradient checkpointing only act in train mode: keep it switchable then
         freeze(llama_model, eval_mode=not (cfg.lora_r > 0 or cfg.llm_grad_checkpoint))
@@ -343,7 +336,7 @@ class MiniGPT4(Blip2Base):
     # forward ------------------------------------------------------------------------------------------------
     @property
     def causal_lm(self) -> nn.Module:
-        """The ``LlamaForCausalLM`` itself (inside the peft wrapper when LoRA is on; its layers carry the adapters)."""
+        """The causal LM itself (inside the peft wrapper when LoRA is on; its layers carry the adapters)."""
         return self.llama_model.get_base_model() if hasattr(self.llama_model, "get_base_model") else self.llama_model
 
     def embed_tokens(self, ids: Tensor) -> Tensor:
