@@ -17,21 +17,15 @@ PAD_TOKEN = "$$"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-# instruction templates: ``template.format(instruction)``
+# the published stage-2 instruction template of Vicuna v0: ``template.format(instruction)``
 PROMPT_TEMPLATE_VICUNA0 = "###Human: {} ###Assistant: "
-PROMPT_TEMPLATE_LLAMA2 = "[INST] {} [/INST] "
 
-# text that ends an answer
-END_SYM_VICUNA0 = "\n"
-END_SYM_LLAMA2 = "</s>"
-
-# chat: the system message of the Vicuna v0 conversation and where an answer stops
+# chat: the system message of the published conversations (where an answer stops is the template's business:
+# ``minigpt4/conversation/templates.py``)
 SYSTEM_VICUNA0 = (
     "Give the following image: <Img>ImageContent</Img>. "
     "You will be able to see the image once I provide it to you. Please answer my questions."
 )
-STOP_STRINGS_VICUNA0 = ("###",)
-STOP_STRINGS_LLAMA2 = ("</s>",)
 
 # the LLaMA-2 variant (no Q-Former) concatenates this many neighbouring ViT patch tokens into one LLM token
 LLAMA2_PATCH_GROUP = 4

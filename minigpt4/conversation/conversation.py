@@ -1,18 +1,12 @@
-"""Chat templates and the :class:`Chat` wrapper that talks to a MiniGPT-4 model about images.
+"""The :class:`Chat` wrapper that talks to a MiniGPT-4 model about images.
 
-A :class:`Conversation` holds the system prompt, the two roles and the messages, and renders the prompt the
-model was trained with::
-
-    >>> conv = CONV_VISION_Vicuna0.copy()
-    >>> conv.append_message(conv.roles[0], "<Img><ImageHere></Img> What is this?")
-    >>> conv.append_message(conv.roles[1], None)
-    >>> conv.get_prompt()
-    'Give the following image: ... Please answer my questions.###Human: <Img><ImageHere></Img> What is this?###Assistant: '
+The chat templates (:class:`Conversation`, ``CONV_VISION_*`` and the registered names that ``model.conv_template``
+chooses from) live in :mod:`minigpt4.conversation.templates` and are importable from here as well.
 
 :class:`Chat` turns a conversation and its images into input embeddings (the prompt is split on
 ``<ImageHere>``, every text segment is tokenized without special tokens, ``bos`` is prepended once, and the
 image embeddings are spliced in), generates with the language model and cuts the answer at the template's
-stop string (``###``) or the end-of-sequence token. Later turns of a conversation reuse the key/value cache of
+stop strings (``###``) or the end-of-sequence token. Later turns of a conversation reuse the key/value cache of
 the earlier context (:class:`PrefixCache`), so only the new tokens are run through the model.
 """
 
@@ -24,7 +18,6 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from enum import Enum, auto
 from typing import Any, NamedTuple
 
 import torch
@@ -33,164 +26,24 @@ from torch import Tensor
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from minigpt4.common.constants import IMAGE_END, IMAGE_PLACEHOLDER, IMAGE_START, SYSTEM_VICUNA0
+from minigpt4.common.constants import IMAGE_END, IMAGE_PLACEHOLDER
+from minigpt4.conversation.templates import (  # noqa: F401 (the templates are part of this module's interface)
+    CONV_TEMPLATES,
+    IMAGE_MESSAGE,
+    AnswerIds,
+    CONV_VISION_LLama2,
+    CONV_VISION_Qwen2,
+    CONV_VISION_Vicuna0,
+    Conversation,
+    SeparatorStyle,
+    get_conv_template,
+    template_for,
+)
 
 logger = logging.getLogger(__name__)
 
-IMAGE_MESSAGE = f"{IMAGE_START}{IMAGE_PLACEHOLDER}{IMAGE_END}"
-"""The user message that stands for an uploaded image."""
-
 ImageInput = str | os.PathLike | Image.Image | Tensor
 """What :meth:`Chat.upload_img` accepts: a file path, a PIL image, or a preprocessed ``[3, H, W]`` tensor."""
-
-
-# ----------------------------------------------------------------------------------------------------------
-# templates
-# ----------------------------------------------------------------------------------------------------------
-
-
-class SeparatorStyle(Enum):
-    """How messages are separated: ``SINGLE`` puts ``sep`` after every message, ``TWO`` alternates ``sep``/``sep2``."""
-
-    SINGLE = auto()
-    TWO = auto()
-
-
-class AnswerIds(NamedTuple):
-    """The generated token ids of one assistant message: ``text`` (the message they decode to), ``ids``, and
-    whether they also hold the separator that follows the message (the stop string the model generated)."""
-
-    text: str
-    ids: tuple[int, ...]
-    with_sep: bool
-
-
-@dataclasses.dataclass
-class Conversation:
-    """A chat template and the messages of one conversation.
-
-    Args:
-        system: text before the first message.
-        roles: (user role, assistant role) prefixes, rendered verbatim (``"Human: "``).
-        messages: ``[role, text]`` pairs; the text of the last assistant message is None while it is generated.
-        offset: number of leading messages that are part of the template (not shown in a chat window).
-        sep_style: :class:`SeparatorStyle`.
-        sep: separator after the system prompt and each message; also where an answer stops.
-        sep2: second separator for :attr:`SeparatorStyle.TWO` (after assistant messages).
-    """
-
-    system: str
-    roles: tuple[str, str]
-    messages: list[list[str | None]]
-    offset: int = 0
-    sep_style: SeparatorStyle = SeparatorStyle.SINGLE
-    sep: str = "###"
-    sep2: str | None = None
-    kv_cache: PrefixCache | None = dataclasses.field(default=None, repr=False, compare=False)
-    """Keys/values of the context the model has already seen (not copied by :meth:`copy`)."""
-    answer_ids: dict[int, AnswerIds] = dataclasses.field(default_factory=dict, repr=False, compare=False)
-    """Token ids the model generated for assistant messages, by message index (see :meth:`prompt_pieces`)."""
-
-    @property
-    def _seps(self) -> tuple[str, str]:
-        """The separators after user and after assistant messages."""
-        return (self.sep, self.sep) if self.sep_style == SeparatorStyle.SINGLE else (self.sep, self.sep2 or "")
-
-    def get_prompt(self) -> str:
-        seps = self._seps
-        prompt = self.system + seps[0]
-        for i, (role, message) in enumerate(self.messages):
-            if message:
-                prompt += role + message + seps[i % 2]
-            else:
-                prompt += role
-        return prompt
-
-    def prompt_pieces(self) -> list[str | list[int]]:
-        """The prompt of :meth:`get_prompt` as text pieces and token-id pieces.
-
-        An assistant message whose generated token ids were kept (:attr:`answer_ids`, still matching the message
-        text) is given as those ids, so the model sees again exactly the tokens it produced (re-tokenizing the
-        decoded text can give other ids, e.g. at the space after ``Assistant:``); everything else is text.
-        Without kept ids this is ``[get_prompt()]``.
-        """
-        seps = self._seps
-        pieces: list[str | list[int]] = [self.system + seps[0]]
-        for i, (role, message) in enumerate(self.messages):
-            kept = self.answer_ids.get(i)
-            if message and kept is not None and kept.text == message:
-                pieces[-1] += role  # type: ignore[operator]
-                pieces += [list(kept.ids), "" if kept.with_sep else seps[i % 2]]
-            elif message:
-                pieces[-1] += role + message + seps[i % 2]  # type: ignore[operator]
-            else:
-                pieces[-1] += role  # type: ignore[operator]
-        return pieces
-
-    def append_message(self, role: str, message: str | None) -> None:
-        self.messages.append([role, message])
-
-    @property
-    def stop_strings(self) -> list[str]:
-        """Strings that end an assistant answer: the separator that follows it in the template."""
-        stop = self.sep if self.sep_style == SeparatorStyle.SINGLE else self.sep2
-        return [stop] if stop else []
-
-    def to_gradio_chatbot(self) -> list[dict[str, str]]:
-        """The visible messages as Gradio ``Chatbot`` messages (``{"role": "user"|"assistant", "content": ...}``).
-
-        The image placeholder is dropped from user messages; an empty message is skipped.
-        """
-        chat = []
-        for role, message in self.messages[self.offset :]:
-            text = (message or "").replace(IMAGE_MESSAGE, "").strip()
-            if text:
-                chat.append({"role": "user" if role == self.roles[0] else "assistant", "content": text})
-        return chat
-
-    def copy(self) -> Conversation:
-        """A fresh copy with its own message list and no cached context."""
-        return dataclasses.replace(
-            self, messages=[list(m) for m in self.messages], kv_cache=None, answer_ids=dict(self.answer_ids)
-        )
-
-    def dict(self) -> dict[str, Any]:
-        return {
-            "system": self.system,
-            "roles": self.roles,
-            "messages": self.messages,
-            "offset": self.offset,
-            "sep": self.sep,
-            "sep2": self.sep2,
-        }
-
-
-CONV_VISION_Vicuna0 = Conversation(
-    system=SYSTEM_VICUNA0,
-    roles=("Human: ", "Assistant: "),
-    messages=[],
-    sep_style=SeparatorStyle.SINGLE,
-    sep="###",
-)
-
-CONV_VISION_LLama2 = Conversation(
-    system=SYSTEM_VICUNA0,
-    roles=("<s>[INST] ", " [/INST] "),
-    messages=[],
-    sep_style=SeparatorStyle.SINGLE,
-    sep="",
-)
-
-TEMPLATES = {"vicuna0": CONV_VISION_Vicuna0, "llama2": CONV_VISION_LLama2}
-
-
-def template_for(model_cfg: Any) -> Conversation:
-    """The chat template matching a model config: LLaMA-2 for the ``[INST]`` prompt template, else Vicuna v0."""
-    prompt_template = str(getattr(model_cfg, "prompt_template", "") or "")
-    model_type = str(getattr(model_cfg, "model_type", "") or "")
-    if "[INST]" in prompt_template or "llama2" in model_type:
-        return CONV_VISION_LLama2
-    return CONV_VISION_Vicuna0
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import torch
 
 from minigpt4.cli.common import add_model_args, resolve_device
 from minigpt4.common.config import Config, ConfigError
-from minigpt4.conversation.conversation import CONV_VISION_LLama2, CONV_VISION_Vicuna0, template_for
+from minigpt4.conversation.conversation import CONV_VISION_LLama2, CONV_VISION_Qwen2, CONV_VISION_Vicuna0, template_for
 
 REPO = Path(__file__).resolve().parents[2]
 PATHS = ["model.ckpt=m.pth", "model.llama_model=llm", "model.vit_path=vit.pth", "model.q_former_model=qf.pth"]
@@ -21,6 +21,13 @@ PATHS = ["model.ckpt=m.pth", "model.llama_model=llm", "model.vit_path=vit.pth", 
     [
         ("minigpt4_eval.yaml", "pretrain_vicuna0", "###Human: {} ###Assistant: ", "###", CONV_VISION_Vicuna0),
         ("minigpt4_llama2_eval.yaml", "pretrain_llama2", "[INST] {} [/INST] ", "</s>", CONV_VISION_LLama2),
+        (
+            "minigpt4_qwen2_eval.yaml",
+            "pretrain_qwen2",
+            "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n",
+            "<|im_end|>",
+            CONV_VISION_Qwen2,
+        ),
     ],
 )
 def test_published_eval_config(name, model_type, template, end_sym, conv):

@@ -275,7 +275,7 @@ def test_image_placeholder_is_reserved_for_images(chat, image):
 
 def test_llama2_template_answers_until_eos(chat, image):
     conv, imgs = _start(chat, image, template=CONV_VISION_LLama2)
-    assert conv.stop_strings == []
+    assert conv.stop_strings == ["###"]  # as published: "###" or eos
     eos = chat.tokenizer.eos_token_id
     forcing = LogitsProcessorList([ForceTokensAt([4], [eos])])
     answer = chat.answer(conv, imgs, logits_processor=forcing, **GREEDY)
