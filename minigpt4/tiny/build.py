@@ -1,4 +1,4 @@
-"""Build the tiny world: ``python -m minigpt4.tiny.build --out tiny_world [--seed 0] [--small]``.
+"""Build the tiny world: ``python -m minigpt4.tiny.build --out tiny_world [--seed 0] [--small] [--llm-family F]``.
 
 Writes, deterministically for a given ``--seed`` and ``--threads`` (same seed and threads, same bytes; the default
 is the number of CPUs this process may use), in the formats of the real data and weights::
@@ -15,7 +15,10 @@ is the number of CPUs this process may use), in the formats of the real data and
 
 The folder is assembled under ``<out>.partial`` and renamed when complete; an existing complete world with the
 same seed and size is kept unless ``--force``. The pretrainings show a progress bar with the time left on an
-interactive terminal and log their first, last and every quarter step.
+interactive terminal and log their first, last and every quarter step. ``--llm-family qwen2`` also writes
+``tiny_world/qwen2/``, a tiny LLM of that family (tokenizer and causal LM in its Hugging Face format, pretrained on
+the same language in the family's chat format) for the ``tiny_qwen2`` model type; it is built only when asked
+for, and kept when present.
 """
 
 from __future__ import annotations
@@ -227,6 +230,33 @@ def build(
     return info
 
 
+def build_family_llm(
+    out_dir: str, llm_family: str, seed: int = 0, small: bool = False, size: WorldSize | None = None
+) -> dict[str, Any]:
+    """The tiny LLM of ``llm_family`` in ``out_dir`` (e.g. ``tiny_world/qwen2``), sized like the world's LLaMA
+    (``size`` overrides the preset); a complete one of the same seed, size and format is kept. Returns its
+    ``llm.json``."""
+    size_name = "custom" if size is not None else "small" if small else "default"
+    info_path = os.path.join(out_dir, "llm.json")
+    if size is None and os.path.isfile(info_path):
+        with open(info_path, encoding="utf-8") as f:
+            info = json.load(f)
+        if (info.get("version"), info.get("seed"), info.get("size")) == (FORMAT_VERSION, seed, size_name):
+            logger.info("%s already holds the %s %s LLM of seed %d: kept", out_dir, size_name, llm_family, seed)
+            return info
+    size = size or (WorldSize.small() if small else WorldSize())
+    tmp = out_dir.rstrip("/") + ".partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    stats = language.build_llm(llm_family, tmp, size.lm_documents, size.vocab_size, size.lm, seed)
+    info = {"version": FORMAT_VERSION, "family": llm_family, "seed": seed, "size": size_name, "stats": _rounded(stats)}
+    with open(os.path.join(tmp, "llm.json"), "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=1)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp, out_dir)
+    logger.info("tiny %s LLM written to %s", llm_family, out_dir)
+    return info
+
+
 def _rounded(value: Any) -> Any:
     if isinstance(value, float):
         return round(value, 4)
@@ -241,6 +271,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="everything is a function of this seed")
     parser.add_argument("--small", action="store_true", help="a smaller, faster world (for tests)")
     parser.add_argument("--force", action="store_true", help="rebuild even if a complete world is there")
+    parser.add_argument(
+        "--llm-family",
+        choices=sorted(set(language.TINY_FAMILIES) - {"llama"}),
+        help="also build a tiny LLM of this family into <out>/<family> (for its tiny model type, e.g. tiny_qwen2)",
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -260,7 +295,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     threads = args.threads or available_cpus()
     torch.set_num_threads(threads)
     logger.info("%d torch threads%s", threads, "" if args.threads else " (the CPUs this process may use)")
-    return build(args.out, seed=args.seed, small=args.small, force=args.force)
+    info = build(args.out, seed=args.seed, small=args.small, force=args.force)
+    if args.llm_family:
+        family_dir = os.path.join(args.out, args.llm_family)
+        info["llm_families"] = {args.llm_family: build_family_llm(family_dir, args.llm_family, args.seed, args.small)}
+    return info
 
 
 if __name__ == "__main__":

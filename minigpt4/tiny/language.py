@@ -16,14 +16,20 @@ The published MiniGPT-4 freezes Vicuna, an LLM that already speaks English and k
 
 The tokenizer is trained on that same text with LLaMA's settings (BPE, byte fallback, identity normalisation,
 unk/bos/eos = 0/1/2) and ``$$`` (the pad token) as a user-defined symbol, so it is always one piece.
+
+Other LLM families get a tiny LLM of their own on demand (:func:`build_llm`, ``python -m minigpt4.tiny.build
+--llm-family qwen2``): the same language and document mix, rendered in the family's chat format
+(:data:`TINY_FAMILIES`), with a tokenizer of the family's kind (Qwen2: byte-level BPE with the ChatML tokens).
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -31,7 +37,9 @@ from typing import Any
 
 import torch
 
-from minigpt4.common.constants import IMAGE_PLACEHOLDER, PAD_TOKEN, PROMPT_TEMPLATE_VICUNA0, SYSTEM_VICUNA0
+from minigpt4.common.constants import IMAGE_PLACEHOLDER, PAD_TOKEN, PROMPT_TEMPLATE_VICUNA0
+from minigpt4.conversation.templates import get_conv_template
+from minigpt4.models.llm_families import get_llm_family, load_tokenizer, transformers_class
 from minigpt4.tiny import world
 from minigpt4.tiny.towers import log_milestone, training_steps, warmup_cosine
 
@@ -50,6 +58,29 @@ STYLES = ("laion", "cc_sbu", "detailed")
 #: LLM knows the detailed style, but answers tersely by default, so that what stage 2 does to the style shows
 #: (as the published model's answers after stage 1 are short and often broken, and stage 2 makes them detailed)
 DETAILED_ANSWER_SHARE = 0.25
+
+
+#: the stage-2 instruction template of the ChatML (Qwen2) chat format
+PROMPT_TEMPLATE_CHATML = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
+#: the special tokens of the tiny Qwen2 tokenizer (Qwen2's: document separator, ChatML message start and end)
+QWEN2_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+
+
+@dataclass(frozen=True)
+class TinyFamily:
+    """How the tiny LLM of an LLM family sees conversations.
+
+    Args:
+        instruction_template: the stage-2 ``prompt_template`` (``template.format(instruction)``).
+        conv_template: the chat template (a registered name) whose prompt the demo renders.
+        answer_end: text after an answer (before the end-of-sequence token every document ends with).
+        tokenizer: ``(texts, out_dir, vocab_size) -> path``: trains and writes the family's tokenizer.
+    """
+
+    instruction_template: str
+    conv_template: str
+    answer_end: str
+    tokenizer: Any
 
 
 def alignment_instructions(repo_root: str | None = None) -> list[str]:
@@ -80,14 +111,16 @@ def _keywords(scene: world.Scene, rng: random.Random) -> str:
 Document = list[str]
 
 
-def lm_document(rng: random.Random, instructions: list[str]) -> Document:
+def lm_document(rng: random.Random, instructions: list[str], family: TinyFamily | None = None) -> Document:
     """One pretraining document about a random scene, in one of the formats described in the module docstring.
 
     Where the image would be, the document holds the scene's attribute words as a segment of its own, and the
     text around it is split there: ``MiniGPT4.build_inputs`` and ``Chat`` tokenize the text before the image, the
     text after it and the answer separately (each with sentencepiece's dummy prefix, and a trailing ``"▁"`` piece
-    where the stage-2 template ends in a space). The LLM learns exactly those token sequences.
+    where the stage-2 template ends in a space). The LLM learns exactly those token sequences. ``family`` gives
+    the chat format (default: LLaMA's, Vicuna v0).
     """
+    family = family or TINY_FAMILIES["llama"]
     scene = world.sample_scene(rng)
     kind = rng.random()
     if kind < 0.1:  # the language alone
@@ -102,16 +135,19 @@ def lm_document(rng: random.Random, instructions: list[str]) -> Document:
     # conversations: the stage-2 template or the Vicuna v0 chat, answers in either style
     question = rng.choice(instructions + [f"<Img>{IMAGE_PLACEHOLDER}</Img> {q}" for q in EXTRA_QUESTIONS])
     answer = world.describe(scene, "detailed" if rng.random() < DETAILED_ANSWER_SHARE else rng.choice(STYLES[:2]), rng)
-    if rng.random() < 0.7:  # the stage-2 template (ends in "###Assistant: ")
-        before, after = PROMPT_TEMPLATE_VICUNA0.format(question).split(IMAGE_PLACEHOLDER)
+    if rng.random() < 0.7:  # the stage-2 template (Vicuna v0: ends in "###Assistant: ")
+        before, after = family.instruction_template.format(question).split(IMAGE_PLACEHOLDER)
     else:  # the (longer) demo chat with its system message, as ``Conversation.get_prompt`` renders it
-        before, after = f"{SYSTEM_VICUNA0}###Human: {question}###Assistant: ".split(IMAGE_PLACEHOLDER)
-    return [before, keywords, after, answer + "###"]
+        conv = get_conv_template(family.conv_template).copy()
+        conv.append_message(conv.roles[0], question)
+        conv.append_message(conv.roles[1], None)
+        before, after = conv.get_prompt().split(IMAGE_PLACEHOLDER)
+    return [before, keywords, after, answer + family.answer_end]
 
 
-def corpus(n: int, seed: int, instructions: list[str]) -> list[Document]:
+def corpus(n: int, seed: int, instructions: list[str], family: TinyFamily | None = None) -> list[Document]:
     rng = random.Random(seed)
-    return [lm_document(rng, instructions) for _ in range(n)]
+    return [lm_document(rng, instructions, family) for _ in range(n)]
 
 
 def tokenize_document(tokenizer: Any, document: Document, max_length: int) -> list[int]:
@@ -164,6 +200,52 @@ def train_tokenizer(texts: list[str], out_dir: str, vocab_size: int) -> str:
     return path
 
 
+def train_bpe_tokenizer(texts: list[str], out_dir: str, vocab_size: int) -> str:
+    """Train a Qwen2-like byte-level BPE tokenizer on ``texts`` (Qwen2's normalisation and pre-tokenizer, the
+    ChatML special tokens, eos ``<|im_end|>`` and pad ``<|endoftext|>`` as in Qwen2's chat models); write it with
+    ``save_pretrained`` (``tokenizer.json``, loadable by ``AutoTokenizer``)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import Qwen2Tokenizer
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    backend = Tokenizer(models.BPE())
+    backend.normalizer = normalizers.NFC()
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(QWEN2_SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(texts, trainer)
+    merges = [
+        tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in json.loads(backend.to_str())["model"]["merges"]
+    ]
+    tokenizer = Qwen2Tokenizer(
+        vocab=backend.get_vocab(),
+        merges=merges,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>"],
+    )
+    os.makedirs(out_dir, exist_ok=True)
+    tokenizer.save_pretrained(out_dir)
+    return os.path.join(out_dir, "tokenizer.json")
+
+
+TINY_FAMILIES: dict[str, TinyFamily] = {
+    "llama": TinyFamily(PROMPT_TEMPLATE_VICUNA0, "vicuna0", "###", train_tokenizer),
+    "qwen2": TinyFamily(PROMPT_TEMPLATE_CHATML, "qwen2", "", train_bpe_tokenizer),
+}
+"""The LLM families the tiny world can build an LLM of (``model.llm_family`` -> its chat format)."""
+
+
 # ----------------------------------------------------------------------------------------------------------
 # language model
 # ----------------------------------------------------------------------------------------------------------
@@ -208,15 +290,16 @@ def _batches(ids: list[list[int]], batch_size: int, rng: random.Random, pad_id: 
 
 
 def pretrain_lm(
-    documents: list[Document], tokenizer_dir: str, out_dir: str, cfg: LMConfig, seed: int
+    documents: list[Document], tokenizer_dir: str, out_dir: str, cfg: LMConfig, seed: int, llm_family: str = "llama"
 ) -> dict[str, float]:
-    """Pretrain a tiny ``LlamaForCausalLM`` on ``documents``; ``save_pretrained`` it (float32) into ``out_dir``."""
-    from transformers import LlamaConfig, LlamaForCausalLM, LlamaTokenizer
-
-    tokenizer = LlamaTokenizer.from_pretrained(tokenizer_dir)
+    """Pretrain a tiny causal LM of ``llm_family`` (LLaMA: ``LlamaForCausalLM``) on ``documents``, tokenized as
+    the model tokenizes (the family's tokenizer of ``tokenizer_dir``); ``save_pretrained`` it (float32) into
+    ``out_dir``."""
+    family = get_llm_family(llm_family)
+    tokenizer = load_tokenizer(family, tokenizer_dir)
     ids = [tokenize_document(tokenizer, doc, cfg.max_position_embeddings) for doc in documents]
     torch.manual_seed(seed)
-    config = LlamaConfig(
+    config = transformers_class(family.config_class)(
         vocab_size=len(tokenizer),
         hidden_size=cfg.hidden_size,
         intermediate_size=cfg.intermediate_size,
@@ -228,7 +311,7 @@ def pretrain_lm(
         eos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=cfg.tie_embeddings,
     )
-    model = LlamaForCausalLM(config)
+    model = transformers_class(family.model_class)(config)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.98))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(warmup_cosine, warmup=cfg.warmup, steps=cfg.steps))
@@ -247,6 +330,23 @@ def pretrain_lm(
         bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
         log_milestone("lm", step, cfg.steps, losses[-1], start)
     model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    if os.path.abspath(out_dir) != os.path.abspath(tokenizer_dir):
+        for name in os.listdir(tokenizer_dir):
+            if name.startswith(("tokenizer", "special_tokens")):
+                shutil.copy(os.path.join(tokenizer_dir, name), out_dir)
     tail = losses[-20:]
     return {"first_loss": losses[0], "final_loss": sum(tail) / len(tail), "seconds": time.time() - start}
+
+
+def build_llm(
+    llm_family: str, out_dir: str, documents: int, vocab_size: int, cfg: LMConfig, seed: int
+) -> dict[str, float]:
+    """The tiny LLM of ``llm_family`` in ``out_dir``: tokenizer and causal LM trained on ``documents`` documents
+    in the family's chat format (the seeds the world build uses for its LLaMA: ``seed + 4`` and ``seed + 5``)."""
+    if llm_family not in TINY_FAMILIES:
+        known = ", ".join(sorted(TINY_FAMILIES))
+        raise ValueError(f"the tiny world has no LLM of family {llm_family!r}; it builds: {known}")
+    family = TINY_FAMILIES[llm_family]
+    docs = corpus(documents, seed + 4, alignment_instructions(), family)
+    family.tokenizer([seg for doc in docs for seg in doc], out_dir, vocab_size)
+    return pretrain_lm(docs, out_dir, out_dir, cfg, seed + 5, llm_family)

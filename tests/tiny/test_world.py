@@ -36,7 +36,7 @@ def _digests(root: str) -> dict[str, str]:
     for folder, _, files in os.walk(root):
         for name in files:
             path = os.path.join(folder, name)
-            if name == "world.json":  # holds timings
+            if name in ("world.json", "llm.json"):  # hold timings
                 continue
             with open(path, "rb") as f:
                 out[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
@@ -89,6 +89,25 @@ def test_threads_default_to_the_cpus_the_process_may_use():
     )
     assert result.returncode == 0, result.stderr
     assert "(default 1: the CPUs this process may use)" in " ".join(result.stdout.split())
+
+
+def test_family_llm_is_built_on_demand_deterministically(tmp_path):
+    from transformers import AutoTokenizer
+
+    from minigpt4.tiny.build import build_family_llm
+
+    torch.set_num_threads(2)
+    a, b = str(tmp_path / "a" / "qwen2"), str(tmp_path / "b" / "qwen2")
+    info = build_family_llm(a, "qwen2", seed=3, size=MICRO)
+    build_family_llm(b, "qwen2", seed=3, size=MICRO)
+    assert _digests(a) == _digests(b)
+    assert (info["family"], info["seed"]) == ("qwen2", 3)
+    with open(os.path.join(a, "config.json")) as f:
+        assert json.load(f)["model_type"] == "qwen2"
+    tok = AutoTokenizer.from_pretrained(a)
+    assert (tok.eos_token, tok.pad_token) == ("<|im_end|>", "<|endoftext|>")
+    ids = tok("<|im_start|>user\na red star<|im_end|>", add_special_tokens=False).input_ids
+    assert ids[0] == tok.convert_tokens_to_ids("<|im_start|>") and ids[-1] == tok.eos_token_id
 
 
 def test_texts_name_every_attribute_once():
