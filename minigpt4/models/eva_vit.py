@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from timm.layers import DropPath, to_2tuple, trunc_normal_
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -33,24 +34,6 @@ LAYER_NORM_EPS = 1e-6
 # ----------------------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------------------
-
-
-class DropPath(nn.Module):
-    """Stochastic depth: drop the residual branch of whole samples with probability ``p`` while training."""
-
-    def __init__(self, p: float = 0.0) -> None:
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
 
 
 def interpolate_pos_embed(pos_embed: Tensor, num_patches: int, num_extra_tokens: int = 1) -> Tensor:
@@ -79,21 +62,27 @@ class PatchEmbed(nn.Module):
     """Image to patch tokens with one strided convolution.
 
     Args:
-        img_size: input resolution (square).
-        patch_size: patch side in pixels.
+        img_size: input resolution, ``(height, width)`` or one int for a square.
+        patch_size: patch size in pixels, ``(height, width)`` or one int for a square.
         in_chans: image channels.
         embed_dim: token width.
     """
 
-    def __init__(self, img_size: int, patch_size: int, in_chans: int = 3, embed_dim: int = EVA_G_WIDTH) -> None:
+    def __init__(
+        self,
+        img_size: int | tuple[int, int],
+        patch_size: int | tuple[int, int],
+        in_chans: int = 3,
+        embed_dim: int = EVA_G_WIDTH,
+    ) -> None:
         super().__init__()
-        self.img_size, self.patch_size = img_size, patch_size
-        self.num_patches = (img_size // patch_size) ** 2
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.img_size, self.patch_size = to_2tuple(img_size), to_2tuple(patch_size)
+        self.num_patches = (self.img_size[0] // self.patch_size[0]) * (self.img_size[1] // self.patch_size[1])
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.shape[-2:] != (self.img_size, self.img_size):
-            raise ValueError(f"expected {self.img_size}x{self.img_size} images, got {tuple(x.shape[-2:])}")
+        if tuple(x.shape[-2:]) != self.img_size:
+            raise ValueError(f"expected {self.img_size[0]}x{self.img_size[1]} images, got {tuple(x.shape[-2:])}")
         return self.proj(x).flatten(2).transpose(1, 2)  # [B, C, h, w] -> [B, h*w, C]
 
 
@@ -144,14 +133,14 @@ class Block(nn.Module):
         dim: token width.
         num_heads: attention heads.
         mlp_dim: MLP hidden width.
-        drop_path: stochastic depth rate of this block.
+        drop_path: stochastic depth rate of this block (0: no ``DropPath`` module at all).
     """
 
     def __init__(self, dim: int, num_heads: int, mlp_dim: int, drop_path: float = 0.0) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         self.attn = Attention(dim, num_heads)
-        self.drop_path = DropPath(drop_path)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         self.mlp = Mlp(dim, mlp_dim)
 
@@ -202,14 +191,14 @@ class VisionTransformer(nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
-        """Truncated-normal init (std 0.02) as in EVA; checkpoints overwrite it."""
+        """Truncated-normal init (std 0.02, timm's ``trunc_normal_``) as in EVA; checkpoints overwrite it."""
         if self.pos_embed.is_meta:
             return
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        trunc_normal_(self.pos_embed, std=0.02)
+        trunc_normal_(self.cls_token, std=0.02)
         for module in self.modules():
             if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
+                trunc_normal_(module.weight, std=0.02)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
             elif isinstance(module, nn.LayerNorm):

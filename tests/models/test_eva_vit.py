@@ -6,9 +6,11 @@ from functools import partial
 
 import pytest
 import torch
+from timm.layers import trunc_normal_ as timm_trunc_normal_
+from timm.models.eva import Eva
 from torch import Tensor, nn
 
-from minigpt4.models.eva_vit import convert_weights_to_fp16, create_eva_vit_g, interpolate_pos_embed
+from minigpt4.models.eva_vit import PatchEmbed, convert_weights_to_fp16, create_eva_vit_g, interpolate_pos_embed
 
 DIMS = {"width": 32, "depth": 2, "num_heads": 4, "mlp_dim": 64, "patch_size": 8}
 
@@ -24,9 +26,8 @@ def _vit(img_size: int = 32, **kw) -> nn.Module:
 
 
 def test_matches_timm_eva_without_final_norm():
-    timm_eva = pytest.importorskip("timm.models.eva")
     ours = _vit()
-    ref = timm_eva.Eva(
+    ref = Eva(
         img_size=32,
         patch_size=8,
         num_classes=0,
@@ -77,7 +78,41 @@ def test_grad_checkpointing_and_drop_path():
     torch.testing.assert_close(vit.blocks[0].attn.qkv.weight.grad, grad)
 
     dropping = create_eva_vit_g(32, 0.5, False, "fp32", None, **DIMS)
-    assert [b.drop_path.p for b in dropping.blocks] == [0.0, 0.5]
+    assert isinstance(dropping.blocks[0].drop_path, nn.Identity)  # rate 0 in the first block, as published
+    assert dropping.blocks[1].drop_path.drop_prob == 0.5
+
+
+def test_stochastic_depth_and_init_are_timms():
+    from timm.layers import DropPath
+
+    vit = create_eva_vit_g(32, 0.5, False, "fp32", None, **DIMS)
+    assert type(vit.blocks[1].drop_path) is DropPath
+    vit.train()
+    x = torch.randn(64, 5, 32)
+    kept = vit.blocks[1].drop_path(x)
+    dropped = (kept == 0).flatten(1).all(dim=1)
+    assert 0 < int(dropped.sum()) < 64  # whole samples dropped, the others scaled by 1 / keep
+    torch.testing.assert_close(kept[~dropped], x[~dropped] / 0.5)
+    vit.eval()
+    assert vit.blocks[1].drop_path(x) is x
+
+    # the random init draws from timm's trunc_normal_ (std 0.02), as the published EVA ViT
+    torch.manual_seed(0)
+    vit.init_weights()  # pos_embed is drawn first
+    torch.manual_seed(0)
+    timm_draw = timm_trunc_normal_(torch.zeros_like(vit.pos_embed), std=0.02)
+    torch.testing.assert_close(vit.pos_embed.detach(), timm_draw, rtol=0, atol=0)
+
+
+def test_patch_embed_takes_square_or_rectangular_sizes():
+    vit = create_eva_vit_g(32, 0.0, False, "fp32", None, **DIMS)
+    assert vit.patch_embed.img_size == (32, 32) and vit.patch_embed.patch_size == (8, 8)
+    assert vit.patch_embed.num_patches == 16
+    rect = PatchEmbed((32, 48), (8, 16), embed_dim=32)
+    assert rect.num_patches == 4 * 3
+    assert rect(torch.randn(1, 3, 32, 48)).shape == (1, 12, 32)
+    with pytest.raises(ValueError, match="expected 32x32 images"):
+        vit(torch.randn(1, 3, 48, 48))
 
 
 #: fp16 vs fp32 outputs of the 2-block ViT, relative to the output's scale: fp16 rounds to 2**-11 ~ 4.9e-4 of a
