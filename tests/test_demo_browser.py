@@ -2,7 +2,8 @@
 driven by Playwright) uploads images, chats, uploads a new image mid-conversation, restarts, opens a second
 session and uploads a corrupt file; no page requests anything off the machine.
 
-Needs the ``chromium`` executable and the ``playwright`` package; skipped otherwise.
+Needs the ``chromium`` executable (``apt-get install chromium``, as ``.ci/run`` does) and the ``playwright`` package
+(the ``dev`` extra); fails without them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from playwright import sync_api
 
 from minigpt4.cli import web
 from tests.cli.demo_process import clean_env, demo_command, running_demo
@@ -21,9 +23,6 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 ANSWER_TIMEOUT_MS = 120_000
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
-
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs the chromium executable (apt-get install chromium)")
-sync_api = pytest.importorskip("playwright.sync_api")
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +40,8 @@ def demo_url(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def browser():
+    if CHROMIUM is None:
+        pytest.fail("the browser tests need the chromium executable: apt-get install chromium (as .ci/run does)")
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
         yield browser
