@@ -1,7 +1,7 @@
 """The one table of published checkpoints MiniGPT-4 uses, and where to get them.
 
 minigpt4 never downloads anything: each entry is documentation that error messages (see
-:func:`download_hint`, used by :func:`minigpt4.common.dist_utils.resolve_local_file`) and the README quote, so
+:func:`download_hint`, used by :func:`minigpt4.common.utils.resolve_local_file`) and the README quote, so
 that a missing published file fails with "download X from Y and set config key Z".
 """
 

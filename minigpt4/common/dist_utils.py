@@ -1,4 +1,4 @@
-"""Process-group setup and rank helpers, plus the "local files only" rule for checkpoints.
+"""Process-group setup and rank helpers.
 
 Launch with torchrun (it sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``) or under
 SLURM (``SLURM_PROCID``, ``SLURM_NTASKS``, ``SLURM_LOCALID``); with neither, the job runs as a single process and
@@ -11,15 +11,12 @@ import datetime
 import functools
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
-
-from minigpt4.common.checkpoints import download_hint
-from minigpt4.common.utils import is_url
 
 logger = logging.getLogger(__name__)
 
@@ -142,11 +139,6 @@ def get_world_size() -> int:
     return dist.get_world_size() if is_dist_avail_and_initialized() else 1
 
 
-def get_dist_info() -> tuple[int, int]:
-    """``(rank, world_size)``."""
-    return get_rank(), get_world_size()
-
-
 def is_main_process() -> bool:
     return get_rank() == 0
 
@@ -186,57 +178,3 @@ def destroy_distributed() -> None:
     """Leave the process group (safe to call when none exists)."""
     if is_dist_avail_and_initialized():
         dist.destroy_process_group()
-
-
-# ----------------------------------------------------------------------------------------------------------
-# local files only
-# ----------------------------------------------------------------------------------------------------------
-
-
-def resolve_local_file(path_or_url: str | os.PathLike[str] | None, what: str, search_dirs: Sequence[str] = ()) -> str:
-    """An existing local file or folder for ``path_or_url``; minigpt4 never downloads.
-
-    Relative paths are tried against the current directory, then against each of ``search_dirs``.
-
-    Args:
-        path_or_url: the configured value.
-        what: the config key (``model.vit_path``) or a description of the file, quoted in errors.
-        search_dirs: extra directories for relative paths.
-
-    Raises:
-        FileNotFoundError: for a URL, an empty value or a path that does not exist; the message names ``what``,
-            each distinct place looked at and, for a published file name only
-            (:func:`minigpt4.common.checkpoints.download_hint`), what to download from where.
-    """
-    text = os.fspath(path_or_url) if path_or_url is not None else ""
-    hint = download_hint(text, what)
-    if not text:
-        raise FileNotFoundError(f"{what}: no path set" + (f". {hint}" if hint else ""))
-    if is_url(text):
-        raise FileNotFoundError(
-            f"{what}: {text!r} is a URL, but minigpt4 never downloads files. "
-            + (hint or f"Download it and set {what} to the local path")
-        )
-    path = os.path.expanduser(text)
-    if os.path.exists(path):
-        return path
-    tried = [os.path.abspath(path)]
-    if not os.path.isabs(path):
-        for base in search_dirs:
-            candidate = os.path.join(base, path)
-            if os.path.exists(candidate):
-                return candidate
-            tried.append(os.path.abspath(candidate))
-    tried = list(dict.fromkeys(tried))
-    message = f"{what}: file not found: {text!r} (looked at {', '.join(tried)})"
-    raise FileNotFoundError(message + (f". {hint}" if hint else ""))
-
-
-def download_cached_file(url: str, check_hash: bool = True, progress: bool = False) -> str:
-    """LAVIS's name, kept so its callers fail clearly: a local path passes through; a URL raises.
-
-    Raises:
-        FileNotFoundError: always for a URL (minigpt4 never downloads), naming what to fetch from where.
-    """
-    del check_hash, progress  # accepted for LAVIS compatibility
-    return resolve_local_file(url, "a checkpoint file")

@@ -10,7 +10,7 @@ configs::
 
 Every kind (builder, model, processor, task, runner, lr_scheduler) goes through the same generic mechanism
 (:class:`_Table`): registering a name twice fails, and looking up an unknown name fails with the list of known
-names of that kind.
+names of that kind. ``registry.names(kind)`` lists what is registered.
 """
 
 from __future__ import annotations
@@ -71,12 +71,11 @@ def _qualname(obj: Any) -> str:
 
 
 class Registry:
-    """Holds every registered component kind, plus named paths and free-form values."""
+    """Holds every registered component kind, plus named filesystem paths."""
 
     def __init__(self) -> None:
         self._tables = {kind: _Table(kind) for kind in KINDS}
         self._paths = _Table("path")
-        self._state: dict[str, Any] = {}
 
     # generic mechanism ------------------------------------------------------------------------------------
     def register(self, kind: str, name: str) -> Callable[[T], T]:
@@ -93,6 +92,7 @@ class Registry:
         return self._table(kind).get(name)
 
     def names(self, kind: str) -> list[str]:
+        """The registered names of ``kind``, sorted."""
         return self._table(kind).names()
 
     def _table(self, kind: str) -> _Table:
@@ -137,25 +137,7 @@ class Registry:
     def get_lr_scheduler_class(self, name: str) -> Any:
         return self.lookup("lr_scheduler", name)
 
-    def list_builders(self) -> list[str]:
-        return self.names("builder")
-
-    def list_models(self) -> list[str]:
-        return self.names("model")
-
-    def list_processors(self) -> list[str]:
-        return self.names("processor")
-
-    def list_tasks(self) -> list[str]:
-        return self.names("task")
-
-    def list_runners(self) -> list[str]:
-        return self.names("runner")
-
-    def list_lr_schedulers(self) -> list[str]:
-        return self.names("lr_scheduler")
-
-    # paths and state ---------------------------------------------------------------------------------------
+    # paths -------------------------------------------------------------------------------------------------
     def register_path(self, name: str, path: str) -> None:
         """Register a named filesystem path (``library_root``, ``cache_root``); each name once."""
         if not isinstance(path, str):
@@ -166,13 +148,6 @@ class Registry:
 
     def get_path(self, name: str) -> str:
         return self._paths.get(name)
-
-    def register_value(self, name: str, value: Any) -> None:
-        """Store a run-wide value (e.g. ``MAX_INT``); later writes replace earlier ones."""
-        self._state[name] = value
-
-    def get(self, name: str, default: Any = None) -> Any:
-        return self._state.get(name, default)
 
 
 registry = Registry()

@@ -1,11 +1,13 @@
-"""Small helpers shared across the package."""
+"""Small helpers shared across the package, and the "local files only" rule for checkpoints."""
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from urllib.parse import urlparse
 
+from minigpt4.common.checkpoints import download_hint
 from minigpt4.common.registry import registry
 
 URL_SCHEMES = ("http", "https", "ftp", "s3", "gs", "hf")
@@ -24,11 +26,50 @@ def is_url(text: str | os.PathLike[str] | None) -> bool:
     return parsed.scheme in URL_SCHEMES and bool(parsed.netloc)
 
 
-def get_abs_path(rel_path: str) -> str:
-    """``rel_path`` relative to the ``minigpt4/`` package directory (``registry.get_path("library_root")``)."""
-    return os.path.join(registry.get_path("library_root"), rel_path)
-
-
 def get_repo_root() -> str:
     """The directory holding the ``minigpt4/`` package (the repository root in a source checkout)."""
     return os.path.dirname(registry.get_path("library_root"))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# local files only
+# ----------------------------------------------------------------------------------------------------------
+
+
+def resolve_local_file(path_or_url: str | os.PathLike[str] | None, what: str, search_dirs: Sequence[str] = ()) -> str:
+    """An existing local file or folder for ``path_or_url``; minigpt4 never downloads.
+
+    Relative paths are tried against the current directory, then against each of ``search_dirs``.
+
+    Args:
+        path_or_url: the configured value.
+        what: the config key (``model.vit_path``) or a description of the file, quoted in errors.
+        search_dirs: extra directories for relative paths.
+
+    Raises:
+        FileNotFoundError: for a URL, an empty value or a path that does not exist; the message names ``what``,
+            each distinct place looked at and, for a published file name only
+            (:func:`minigpt4.common.checkpoints.download_hint`), what to download from where.
+    """
+    text = os.fspath(path_or_url) if path_or_url is not None else ""
+    hint = download_hint(text, what)
+    if not text:
+        raise FileNotFoundError(f"{what}: no path set" + (f". {hint}" if hint else ""))
+    if is_url(text):
+        raise FileNotFoundError(
+            f"{what}: {text!r} is a URL, but minigpt4 never downloads files. "
+            + (hint or f"Download it and set {what} to the local path")
+        )
+    path = os.path.expanduser(text)
+    if os.path.exists(path):
+        return path
+    tried = [os.path.abspath(path)]
+    if not os.path.isabs(path):
+        for base in search_dirs:
+            candidate = os.path.join(base, path)
+            if os.path.exists(candidate):
+                return candidate
+            tried.append(os.path.abspath(candidate))
+    tried = list(dict.fromkeys(tried))
+    message = f"{what}: file not found: {text!r} (looked at {', '.join(tried)})"
+    raise FileNotFoundError(message + (f". {hint}" if hint else ""))

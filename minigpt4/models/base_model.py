@@ -10,9 +10,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from minigpt4.common.dist_utils import resolve_local_file
 from minigpt4.common.registry import registry
-from minigpt4.common.utils import get_repo_root
+from minigpt4.common.utils import get_repo_root, resolve_local_file
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +44,6 @@ def freeze(module: nn.Module, eval_mode: bool = True) -> nn.Module:
     module.eval()
     module.train = _disabled_train.__get__(module)  # type: ignore[method-assign]
     return module
-
-
-def is_frozen(module: nn.Module) -> bool:
-    """True when no parameter of ``module`` needs a gradient."""
-    return not any(p.requires_grad for p in module.parameters())
 
 
 class BaseModel(nn.Module):

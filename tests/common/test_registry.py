@@ -27,7 +27,7 @@ def test_register_and_get(kind):
         pass
 
     assert getattr(reg, f"get_{kind}_class")("thing") is Thing
-    assert getattr(reg, f"list_{kind}s")() == ["thing"]
+    assert reg.names(kind) == ["thing"]
 
 
 def test_duplicate_name_fails_naming_both():
@@ -54,7 +54,7 @@ def test_same_object_twice_is_harmless():
 
     reg.register_model("m")(A)
     reg.register_model("m")(A)
-    assert reg.list_models() == ["m"]
+    assert reg.names("model") == ["m"]
 
 
 def test_unknown_name_lists_known_names():
@@ -90,16 +90,17 @@ def test_library_root_is_the_package_dir():
     assert registry.get_path("cache_root")
 
 
-def test_values():
-    reg = Registry()
-    reg.register_value("MAX_INT", 5)
-    reg.register_value("MAX_INT", 6)
-    assert reg.get("MAX_INT") == 6
-    assert reg.get("missing", "d") == "d"
-
-
 @pytest.mark.parametrize(("kind", "name"), [(k, n) for k, names in PUBLISHED_NAMES.items() for n in names])
 def test_published_names_are_registered(kind, name):
     assert name in registry.names(kind), f"{kind} {name!r} is not registered after `import minigpt4`"
     cls = registry.lookup(kind, name)
     assert cls.__module__.startswith("minigpt4.")
+
+
+def test_public_methods_are_the_contract():
+    """DESIGN.md's register_*/get_* pairs per kind, the path pair, and the generic register/lookup/names."""
+    public = {name for name in dir(Registry) if not name.startswith("_")}
+    per_kind = {
+        f"{verb}_{kind}" + ("_class" if verb == "get" else "") for kind in KINDS for verb in ("register", "get")
+    }
+    assert public == per_kind | {"register_path", "get_path", "register", "lookup", "names"}
