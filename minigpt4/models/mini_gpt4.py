@@ -27,6 +27,9 @@ from minigpt4.models.llm_families import get_llm_family, load_causal_lm, load_to
 logger = logging.getLogger(__name__)
 
 TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+#: ``model.low_resource`` needs CUDA and these packages: the "8bit" extra of pyproject.toml
+LOW_RESOURCE_EXTRA = "8bit"
+LOW_RESOURCE_PACKAGES = ("bitsandbytes", "accelerate")
 
 
 @dataclass
@@ -286,10 +289,15 @@ class MiniGPT4(Blip2Base):
 
     @staticmethod
     def _low_resource_kwargs(device_8bit: int) -> dict[str, Any]:
-        if not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
+        missing = [name for name in LOW_RESOURCE_PACKAGES if importlib.util.find_spec(name) is None]
+        if not torch.cuda.is_available():
+            missing.append("a CUDA GPU")
+        if missing:
             raise RuntimeError(
-                "model.low_resource: true loads the LLM in 8 bits, which needs a CUDA GPU and the bitsandbytes "
-                "package; install bitsandbytes on a GPU machine or set model.low_resource: false"
+                "model.low_resource: true loads the LLM in 8 bits, which needs a CUDA GPU and the "
+                f"{' and '.join(LOW_RESOURCE_PACKAGES)} packages of the {LOW_RESOURCE_EXTRA!r} extra "
+                f'(pip install -e ".[{LOW_RESOURCE_EXTRA}]"); missing here: {", ".join(missing)}. '
+                "Install them on a GPU machine or set model.low_resource: false"
             )
         from transformers import BitsAndBytesConfig
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 import torch
@@ -202,6 +203,15 @@ def test_low_resource_without_gpu_fails_clearly(tiny_assets):
         pytest.skip("a GPU is present")
     with pytest.raises(RuntimeError, match="bitsandbytes"):
         MiniGPT4.from_config(tiny_model_cfg(tiny_assets, low_resource=True))
+
+
+def test_low_resource_without_the_8bit_extra_names_it(tiny_assets, monkeypatch):
+    monkeypatch.setitem(sys.modules, "accelerate", None)  # as if not installed (it is not a default dependency)
+    with pytest.raises(RuntimeError) as err:
+        MiniGPT4.from_config(tiny_model_cfg(tiny_assets, low_resource=True))
+    msg = str(err.value)
+    assert 'pip install -e ".[8bit]"' in msg and "model.low_resource" in msg
+    assert "missing here: " in msg and "accelerate" in msg.split("missing here: ")[1]
 
 
 def test_missing_vit_weights_say_what_to_download(tiny_assets, tmp_path):
