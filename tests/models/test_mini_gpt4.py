@@ -55,7 +55,7 @@ def test_only_llama_proj_gets_gradients(tiny_model):
     with_grad = {n for n, p in tiny_model.named_parameters() if p.grad is not None}
     assert with_grad == {"llama_proj.weight", "llama_proj.bias"}
     assert not tiny_model.visual_encoder.training and not tiny_model.Qformer.training
-    # the same entries as a released 7B checkpoint's "model" (shared/reference/layout_minigpt4_7b_checkpoint.json)
+    # the same entries as a released 7B checkpoint's "model" (tests/models/layouts/layout_minigpt4_7b_checkpoint.json)
     assert set(tiny_model.trainable_state_dict()) == {
         "llama_proj.weight",
         "llama_proj.bias",
