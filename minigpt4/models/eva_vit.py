@@ -1,9 +1,10 @@
 """EVA-CLIP ViT-G/14, the frozen image encoder of BLIP-2 and MiniGPT-4.
 
-Parameter names and shapes follow the released ``eva_vit_g.pth`` (listed in ``tests/models/layouts/layout_eva_vit_g.json``):
-a pre-norm ViT whose attention has a bias-free ``qkv`` projection plus separate ``q_bias`` / ``v_bias`` (the key has
-no bias), no layer scale, no relative position bias, no final norm and no head. The encoder returns every token,
-the class token included: ``[B, 1 + (H/14)*(W/14), 1408]``.
+Parameter names and shapes follow the released ``eva_vit_g.pth`` (listed in
+``tests/models/layouts/layout_eva_vit_g.json``): a pre-norm ViT whose attention has a bias-free ``qkv`` projection
+plus separate ``q_bias`` / ``v_bias`` (the key has no bias), no layer scale, no relative position bias, no final norm
+and no head. The encoder returns every token, the class token included: ``[B, 1 + (H/14)*(W/14), 1408]``.
+Stochastic depth, ``to_2tuple`` and the truncated-normal init come from timm, as in the published encoder.
 """
 
 from __future__ import annotations
