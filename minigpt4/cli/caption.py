@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -31,7 +31,10 @@ from types import SimpleNamespace
 from tqdm import tqdm
 
 from minigpt4.cli.common import add_generation_args, add_model_args, generation_options, load_chat
-from minigpt4.conversation.conversation import IMAGE_MESSAGE, Chat, Conversation
+from minigpt4.common import jsonl_shards
+from minigpt4.common.jsonl_shards import done_records, part_files, part_path
+from minigpt4.conversation.batch import ask_batch
+from minigpt4.conversation.conversation import Chat, Conversation
 
 logger = logging.getLogger(__name__)
 
@@ -81,48 +84,14 @@ def list_items(images: str, prompt: str) -> list[Item]:
     return items
 
 
-def part_path(out: Path, rank: int) -> Path:
-    return out.with_name(f"{out.stem}.rank{rank}{out.suffix}")
-
-
-def part_files(out: Path) -> list[Path]:
-    return sorted(out.parent.glob(f"{out.stem}.rank*{out.suffix}"))
-
-
-def read_records(paths: Iterable[Path]) -> Iterator[dict]:
-    """Records of JSONL files; a torn last line (an interrupted write) is skipped."""
-    for path in paths:
-        if not path.is_file():
-            continue
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    logger.warning("%s: skipping an incomplete line", path)
-                    continue
-                if isinstance(record, dict) and record.get("answer") is not None:
-                    yield record
-
-
 def finished_keys(out: Path) -> set[tuple[str, str]]:
-    return {(r["image"], r["prompt"]) for r in read_records([out, *part_files(out)])}
+    return {(r["image"], r["prompt"]) for r in done_records(out)}
 
 
 def merge_parts(out: Path, items: Sequence[Item]) -> int:
     """Write every answered record (output + part files) into ``out`` in input order; remove the parts."""
-    parts = part_files(out)
-    records = {(r["image"], r["prompt"]): r for r in read_records([out, *parts])}
     order = {item.key: i for i, item in enumerate(items)}
-    ordered = sorted(records.values(), key=lambda r: order.get((r["image"], r["prompt"]), len(order)))
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for record in ordered:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(tmp, out)
-    for part in parts:
-        part.unlink()
-    return len(ordered)
+    return jsonl_shards.merge_parts(out, lambda r: (r["image"], r["prompt"]), order)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -141,14 +110,7 @@ def caption_batch(chat: Chat, template: Conversation, items: Sequence[Item], opt
             logger.warning("skipping %s: %s", item.path, err)
     if not loaded:
         return []
-    embeds = chat.encode_images(images)  # [B, N, D]
-    convs = []
-    for item in loaded:
-        conv = template.copy()
-        conv.append_message(conv.roles[0], IMAGE_MESSAGE)
-        chat.ask(item.prompt, conv)
-        convs.append(conv)
-    answers = chat.answer_batch(convs, [[embeds[i : i + 1]] for i in range(len(loaded))], **options)
+    answers = ask_batch(chat, template, images, [item.prompt for item in loaded], **options)
     return [{"image": item.name, "prompt": item.prompt, "answer": answer} for item, answer in zip(loaded, answers)]
 
 
