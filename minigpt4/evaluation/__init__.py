@@ -1,0 +1,1 @@
+"""Evaluation: benchmark annotation readers, metrics, and the resumable prediction store of ``evaluate.py``."""
