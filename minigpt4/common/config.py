@@ -15,7 +15,8 @@ Every section is validated against the one schema (a dataclass) of the thing it 
 - ``datasets.<name>``: ``BuilderClass.config_schema``; each ``vis_processor`` / ``text_processor`` split
   (``{name: ..., **params}``) against ``ProcessorClass.config_schema``; the same for the model default's
   ``preprocess`` section;
-- ``run``: :class:`minigpt4.common.run_config.RunConfig`.
+- ``run``: :class:`minigpt4.common.run_config.RunConfig`;
+- ``evaluation`` (``evaluate.py``): :class:`minigpt4.evaluation.config.EvaluationConfig`.
 
 An unknown key, a wrong type, a value out of its declared range, a missing required value (``???``) or an unknown
 component name raises :class:`ConfigError` naming the dotted key and the file (or ``--options``) it came from.
@@ -49,7 +50,7 @@ from minigpt4.common.registry import RegistryError, registry
 logger = logging.getLogger(__name__)
 
 OPTIONS_LABEL = "--options"
-TOP_LEVEL_KEYS = ("model", "datasets", "run", "preprocess")
+TOP_LEVEL_KEYS = ("model", "datasets", "run", "preprocess", "evaluation")
 PROCESSOR_SECTIONS = ("vis_processor", "text_processor")
 
 
@@ -421,8 +422,9 @@ class Config:
         model, preprocess = self._build_model(user, options)
         datasets = self._build_datasets(user, options)
         run = self._build_run(user, options)
+        evaluation = self._build_evaluation(user, options)
         self.config: DictConfig = OmegaConf.create(
-            {"model": model, "preprocess": preprocess, "datasets": datasets, "run": run}
+            {"model": model, "preprocess": preprocess, "datasets": datasets, "run": run, "evaluation": evaluation}
         )
 
     @classmethod
@@ -559,6 +561,13 @@ class Config:
         if problems:
             raise ConfigError("\n".join(problems))
 
+    def _build_evaluation(self, user: DictConfig, options: DictConfig) -> DictConfig:
+        from minigpt4.evaluation.config import EvaluationConfig
+
+        sources = [(self.cfg_path, _section(user, "evaluation")), (OPTIONS_LABEL, _section(options, "evaluation"))]
+        merged = _merge_sources(sources, "evaluation", self._origins)
+        return validate(EvaluationConfig, merged, "evaluation", self._origins, self.cfg_path)
+
     # accessors ------------------------------------------------------------------------------------------
     @property
     def run_cfg(self) -> DictConfig:
@@ -575,6 +584,11 @@ class Config:
     @property
     def preprocess_cfg(self) -> DictConfig:
         return self.config.preprocess
+
+    @property
+    def evaluation_cfg(self) -> DictConfig:
+        """The ``evaluation`` section (:class:`minigpt4.evaluation.config.EvaluationConfig`)."""
+        return self.config.evaluation
 
     def to_dict(self) -> dict[str, Any]:
         """A plain, resolved copy: what checkpoints store and ``config.yaml`` holds."""

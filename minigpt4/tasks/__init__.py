@@ -6,6 +6,7 @@ from typing import Any
 
 from minigpt4.common.registry import registry
 from minigpt4.tasks.base_task import BaseTask
+from minigpt4.tasks.evaluation_tasks import CaptioningTask, EvaluationTask, POPETask, VQATask
 from minigpt4.tasks.image_text_pretrain import ImageTextPretrainTask
 
 
@@ -14,4 +15,12 @@ def setup_task(cfg: Any) -> BaseTask:
     return registry.get_task_class(cfg.run_cfg.task).setup_task(cfg=cfg)
 
 
-__all__ = ["BaseTask", "ImageTextPretrainTask", "setup_task"]
+__all__ = [
+    "BaseTask",
+    "CaptioningTask",
+    "EvaluationTask",
+    "ImageTextPretrainTask",
+    "POPETask",
+    "VQATask",
+    "setup_task",
+]
