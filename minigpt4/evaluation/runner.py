@@ -122,7 +122,7 @@ def run_share(
     progress: bool,
 ) -> int:
     """Answer this rank's share of ``pending`` (every rank passes the same list) into its part file."""
-    rank, world_size = dist_utils.get_dist_info()
+    rank, world_size = dist_utils.get_rank(), dist_utils.get_world_size()
     mine = pending[rank::world_size]
     written = 0
     with (
