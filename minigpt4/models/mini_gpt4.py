@@ -23,6 +23,7 @@ from minigpt4.models.base_model import freeze, resolve_model_path
 from minigpt4.models.blip2 import Blip2Base, qformer_sizes, vit_sizes
 from minigpt4.models.eva_vit import VIT_PRECISIONS
 from minigpt4.models.llm_families import get_llm_family, load_causal_lm, load_tokenizer, model_type_configs
+from minigpt4.models.sequence_builder import SequenceBuilder
 
 logger = logging.getLogger(__name__)
 
@@ -96,31 +97,6 @@ class MiniGPT4Config:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def pack_segments(segments: list[tuple[Tensor, Tensor]], fill: int | bool) -> tuple[Tensor, Tensor]:
-    """Concatenate per-sample variable-length segments left-aligned, padding each row on the right.
-
-    Args:
-        segments: ``(values [B, S_k], lengths [B])`` per segment, in order; only ``values[b, :lengths[b]]`` count.
-        fill: value of the padding.
-
-    Returns:
-        ``packed [B, L]`` with ``L = max_b sum_k lengths[b]``, and the per-row totals ``[B]``.
-    """
-    first = segments[0][0]
-    B = first.shape[0]
-    lengths = torch.stack([lens for _, lens in segments], dim=1)  # [B, K]
-    totals = lengths.sum(dim=1)
-    offsets = lengths.cumsum(dim=1) - lengths  # [B, K] exclusive prefix sums
-    packed = torch.full((B, int(totals.max()) if B else 0), fill, dtype=first.dtype, device=first.device)
-    rows = torch.arange(B, device=first.device)[:, None]
-    for k, (values, lens) in enumerate(segments):
-        cols = torch.arange(values.shape[1], device=first.device)[None, :]  # [1, S_k]
-        valid = cols < lens[:, None]  # [B, S_k]
-        target = offsets[:, k : k + 1] + cols
-        packed[rows.expand_as(valid)[valid], target[valid]] = values[valid].to(packed.dtype)
-    return packed, totals
-
-
 def load_prompts(path: str, template: str) -> list[str]:
     """Instructions of ``path`` that contain ``<ImageHere>``, each wrapped by ``template`` (if any)."""
     if not path:
@@ -134,14 +110,6 @@ def load_prompts(path: str, template: str) -> list[str]:
     wrapped = [template.format(p) if template else p for p in prompts]
     logger.info("loaded %d instructions from %s; e.g. %r", len(wrapped), path, wrapped[0])
     return wrapped
-
-
-def split_instruction(instruction: str) -> tuple[str, str]:
-    """``"a <ImageHere> b"`` -> ``("a ", " b")``; an instruction must contain exactly one placeholder."""
-    parts = instruction.split(IMAGE_PLACEHOLDER)
-    if len(parts) != 2:
-        raise ValueError(f"an instruction must contain {IMAGE_PLACEHOLDER} exactly once, got {instruction!r}")
-    return parts[0], parts[1]
 
 
 def warn_if_fp16_is_slow_here(setting: str, faster: str) -> None:
@@ -200,6 +168,7 @@ class MiniGPT4(Blip2Base):
         in_width = cfg.qformer_hidden_size if self.has_qformer else cfg.vit_width * LLAMA2_PATCH_GROUP
         self.llama_proj = nn.Linear(in_width, self.llama_model.config.hidden_size)
         self.prompt_list = load_prompts(cfg.prompt_path, cfg.prompt_template)
+        self.sequences = SequenceBuilder(self.llama_tokenizer, self.embed_tokens)
 
     # construction -------------------------------------------------------------------------------------------
     def _build_vision(self, cfg: DictConfig, vit_precision: str) -> None:
@@ -378,21 +347,6 @@ class MiniGPT4(Blip2Base):
         atts_llama = torch.ones(inputs_llama.shape[:-1], dtype=torch.long, device=image.device)
         return inputs_llama, atts_llama
 
-    def _tokenize(self, texts: list[str], max_length: int | None = None) -> tuple[Tensor, Tensor]:
-        """Right-padded ids ``[B, S]`` and lengths ``[B]`` of ``texts``, without special tokens."""
-        if not any(texts):
-            return torch.zeros(len(texts), 0, dtype=torch.long), torch.zeros(len(texts), dtype=torch.long)
-        tok = self.llama_tokenizer(
-            texts,
-            add_special_tokens=False,
-            padding="longest",
-            padding_side="right",
-            truncation=max_length is not None,
-            max_length=max_length,
-            return_tensors="pt",
-        )
-        return tok.input_ids, tok.attention_mask.sum(dim=1)
-
     def _instructions(self, samples: dict[str, Any], batch_size: int) -> list[str]:
         """Per-sample instructions: ``samples["instruction_input"]`` as given, else one random prompt for the batch."""
         if samples.get("instruction_input") is not None:
@@ -407,41 +361,14 @@ class MiniGPT4(Blip2Base):
     def build_inputs(
         self, img_embeds: Tensor, answers: list[str], instructions: list[str]
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Splice ``[bos][before][image][after][answer + end_sym]`` per sample, right-padded.
+        """Splice ``[bos][before][image][after][answer + end_sym]`` per sample, right-padded (the
+        :class:`SequenceBuilder` layout; the answer is truncated to ``max_txt_len`` tokens).
 
         Returns ``inputs_embeds [B, L, D]``, ``attention_mask [B, L]`` and ``labels [B, L]`` (IGNORE_INDEX except
         on answer tokens that are not the pad token).
         """
-        B, N, _ = img_embeds.shape
-        device = img_embeds.device
-        tokenizer = self.llama_tokenizer
-        before, after = zip(*(split_instruction(text) for text in instructions))
-        before_ids, before_len = self._tokenize(list(before))
-        after_ids, after_len = self._tokenize(list(after))
-        answer_ids, answer_len = self._tokenize([a + self.end_sym for a in answers], max_length=self.max_txt_len)
-        answer_labels = answer_ids.masked_fill(answer_ids == tokenizer.pad_token_id, IGNORE_INDEX)
-
-        def segment(ids: Tensor, lengths: Tensor, labels: Tensor | None = None, image: bool = False) -> tuple:
-            labels = torch.full_like(ids, IGNORE_INDEX) if labels is None else labels
-            return ids, labels, torch.full_like(ids, image, dtype=torch.bool), lengths
-
-        pad_id = tokenizer.pad_token_id
-        segments = [
-            segment(torch.full((B, 1), tokenizer.bos_token_id), torch.ones(B, dtype=torch.long)),
-            segment(before_ids, before_len),
-            segment(torch.full((B, N), pad_id), torch.full((B,), N), image=True),  # image slots
-            segment(after_ids, after_len),
-            segment(answer_ids, answer_len, labels=answer_labels),
-        ]
-        ids, totals = pack_segments([(s[0], s[3]) for s in segments], fill=pad_id)
-        labels, _ = pack_segments([(s[1], s[3]) for s in segments], fill=IGNORE_INDEX)
-        is_image, _ = pack_segments([(s[2], s[3]) for s in segments], fill=False)
-
-        ids, labels, is_image, totals = ids.to(device), labels.to(device), is_image.to(device), totals.to(device)
-        embeds = self.embed_tokens(ids)  # [B, L, D]
-        embeds = embeds.masked_scatter(is_image.unsqueeze(-1), img_embeds.to(embeds.dtype))
-        attention_mask = (torch.arange(ids.shape[1], device=device)[None, :] < totals[:, None]).long()
-        return embeds, attention_mask, labels
+        answers = [answer + self.end_sym for answer in answers]
+        return self.sequences.training_batch(img_embeds, instructions, answers, self.max_txt_len)
 
     def forward(self, samples: dict[str, Any]) -> dict[str, Tensor]:
         """``{"image": [B,3,H,W], "answer": [str], optional "instruction_input": [str]}`` -> ``{"loss", "num_tokens"}``."""

@@ -11,7 +11,6 @@ import torch
 from minigpt4.common.constants import IGNORE_INDEX
 from minigpt4.common.registry import registry
 from minigpt4.models import MiniGPT4
-from minigpt4.models.mini_gpt4 import pack_segments
 from tests.models.builders import TINY_VIT, tiny_model_cfg
 
 TEMPLATE = "###Human: {} ###Assistant: "
@@ -37,14 +36,6 @@ def test_registered_under_both_names():
     assert registry.get_model_class("minigpt4") is MiniGPT4
     for model_type in MiniGPT4.PRETRAINED_MODEL_CONFIG_DICT:
         assert os.path.isfile(MiniGPT4.default_config_path(model_type))
-
-
-def test_pack_segments_right_pads_each_row():
-    a = (torch.tensor([[1, 2], [3, 0]]), torch.tensor([2, 1]))
-    b = (torch.tensor([[5], [6]]), torch.tensor([1, 1]))
-    packed, totals = pack_segments([a, b], fill=-1)
-    assert packed.tolist() == [[1, 2, 5], [3, 6, -1]]
-    assert totals.tolist() == [3, 2]
 
 
 def test_only_llama_proj_gets_gradients(tiny_model):
