@@ -30,17 +30,26 @@ from types import SimpleNamespace
 
 from tqdm import tqdm
 
-from minigpt4.cli.common import add_generation_args, add_model_args, generation_options, load_chat
+from minigpt4.cli.common import (
+    add_generation_args,
+    add_model_args,
+    check_generation_args,
+    generation_options,
+    load_chat,
+)
 from minigpt4.common import jsonl_shards
 from minigpt4.common.jsonl_shards import done_records, part_files, part_path
 from minigpt4.conversation.batch import ask_batch
 from minigpt4.conversation.conversation import Chat, Conversation
+from minigpt4.conversation.generation import GenerationConfig
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 DEFAULT_PROMPT = "Describe this image in detail."
 PROG = "python -m minigpt4.cli.caption"
+CAPTION_GENERATION = GenerationConfig(do_sample=False)
+"""Captioning decodes greedily (reproducible drafts); every other option is the demo's."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +108,7 @@ def merge_parts(out: Path, items: Sequence[Item]) -> int:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def caption_batch(chat: Chat, template: Conversation, items: Sequence[Item], options: dict) -> list[dict]:
+def caption_batch(chat: Chat, template: Conversation, items: Sequence[Item], options: GenerationConfig) -> list[dict]:
     """Answer a batch; unreadable images are logged and left out (a later run retries them)."""
     loaded, images = [], []
     for item in items:
@@ -110,7 +119,7 @@ def caption_batch(chat: Chat, template: Conversation, items: Sequence[Item], opt
             logger.warning("skipping %s: %s", item.path, err)
     if not loaded:
         return []
-    answers = ask_batch(chat, template, images, [item.prompt for item in loaded], **options)
+    answers = ask_batch(chat, template, images, [item.prompt for item in loaded], config=options)
     return [{"image": item.name, "prompt": item.prompt, "answer": answer} for item, answer in zip(loaded, answers)]
 
 
@@ -128,7 +137,7 @@ def run_captioning(
     pending: Sequence[Item],
     out: Path,
     batch_size: int,
-    options: dict,
+    options: GenerationConfig,
     rank: int = 0,
     world_size: int = 1,
 ) -> int:
@@ -159,8 +168,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="the question asked about every image")
     parser.add_argument("--out", required=True, help="output JSONL (appended to; finished items are skipped)")
     parser.add_argument("--batch-size", type=int, default=8)
-    add_generation_args(parser, sample=False)
-    return parser.parse_args(argv)
+    add_generation_args(parser, CAPTION_GENERATION)
+    return check_generation_args(parser, parser.parse_args(argv))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,8 +22,15 @@ from typing import TextIO
 
 from PIL import Image
 
-from minigpt4.cli.common import add_generation_args, add_model_args, generation_options, load_chat
+from minigpt4.cli.common import (
+    add_generation_args,
+    add_model_args,
+    check_generation_args,
+    generation_options,
+    load_chat,
+)
 from minigpt4.conversation.conversation import Chat, Conversation
+from minigpt4.conversation.generation import GenerationConfig
 from minigpt4.datasets.datasets.common import open_rgb
 
 logger = logging.getLogger(__name__)
@@ -44,7 +51,9 @@ def read_image(path: str) -> Image.Image:
 class TerminalChat:
     """A conversation about one image at a time, driven by lines of text."""
 
-    def __init__(self, chat: Chat, template: Conversation, options: dict, stream: bool, out: TextIO) -> None:
+    def __init__(
+        self, chat: Chat, template: Conversation, options: GenerationConfig, stream: bool, out: TextIO
+    ) -> None:
         self.chat = chat
         self.template = template
         self.options = options
@@ -66,11 +75,11 @@ class TerminalChat:
         assert self.conv is not None
         self.chat.ask(question, self.conv)
         if not self.stream:
-            answer = self.chat.answer(self.conv, self.img_list, **self.options)
+            answer = self.chat.answer(self.conv, self.img_list, config=self.options)
             self.out.write(answer.text + "\n\n")
             self.out.flush()
             return answer.text
-        stream = self.chat.answer(self.conv, self.img_list, stream=True, **self.options)
+        stream = self.chat.answer(self.conv, self.img_list, stream=True, config=self.options)
         for piece in stream:
             self.out.write(piece)
             self.out.flush()
@@ -118,8 +127,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--stream", action="store_true", help="write answers as they are generated")
     parser.add_argument("--seed", type=int, default=None, help="seed the sampling")
-    add_generation_args(parser, sample=True)
-    return parser.parse_args(argv)
+    add_generation_args(parser)
+    return check_generation_args(parser, parser.parse_args(argv))
 
 
 def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:

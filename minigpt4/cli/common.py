@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import typing
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 from minigpt4.common.config import Config, add_debug_argument
 from minigpt4.common.registry import registry
 from minigpt4.conversation.conversation import Chat, Conversation, template_for
+from minigpt4.conversation.generation import GenerationConfig
 
 logger = logging.getLogger(__name__)
 
@@ -86,30 +88,37 @@ def load_chat(args: argparse.Namespace) -> LoadedChat:
     return LoadedChat(chat, template_for(model_cfg), cfg)
 
 
-def generation_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``Chat.answer`` keyword arguments set by :func:`add_generation_args`."""
-    return dict(
-        max_new_tokens=args.max_new_tokens,
-        num_beams=args.num_beams,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        repetition_penalty=args.repetition_penalty,
-        max_length=args.max_length,
-        do_sample=args.sample,
-    )
+def generation_options(args: argparse.Namespace) -> GenerationConfig:
+    """The :class:`GenerationConfig` set by the flags of :func:`add_generation_args`."""
+    return GenerationConfig(**{name: getattr(args, name) for name in GenerationConfig.names()})
 
 
-def add_generation_args(parser: argparse.ArgumentParser, sample: bool) -> argparse.ArgumentParser:
-    """Decoding options; ``sample`` is the default of ``--sample`` / ``--greedy``."""
+def add_generation_args(
+    parser: argparse.ArgumentParser, defaults: GenerationConfig | None = None
+) -> argparse.ArgumentParser:
+    """One flag per :class:`GenerationConfig` field (``--max-new-tokens``, ..., ``--sample`` / ``--greedy``), with
+    ``defaults`` (default: the published demo's) as their defaults."""
+    defaults = defaults or GenerationConfig()
     group = parser.add_argument_group("generation")
-    group.add_argument("--max-new-tokens", type=int, default=300)
-    group.add_argument("--num-beams", type=int, default=1)
-    group.add_argument("--temperature", type=float, default=1.0)
-    group.add_argument("--top-p", type=float, default=0.9)
-    group.add_argument("--repetition-penalty", type=float, default=1.05)
-    group.add_argument("--max-length", type=int, default=2000, help="context + new tokens; older context is dropped")
-    decoding = group.add_mutually_exclusive_group()
-    decoding.add_argument("--sample", dest="sample", action="store_true", help="sample (temperature, top-p)")
-    decoding.add_argument("--greedy", dest="sample", action="store_false", help="greedy / beam search")
-    parser.set_defaults(sample=sample)
+    types = typing.get_type_hints(GenerationConfig)
+    for field in dataclasses.fields(GenerationConfig):
+        default = getattr(defaults, field.name)
+        if field.name == "do_sample":
+            decoding = group.add_mutually_exclusive_group()
+            decoding.add_argument("--sample", dest="do_sample", action="store_true", help="sample (temperature, top-p)")
+            decoding.add_argument("--greedy", dest="do_sample", action="store_false", help="greedy / beam search")
+            parser.set_defaults(do_sample=default)
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        help_text = f"{field.metadata.get('help', '')} (default: %(default)s)"
+        group.add_argument(flag, dest=field.name, type=types[field.name], default=default, help=help_text)
     return parser
+
+
+def check_generation_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """``args``, or a usage error of ``parser`` when the generation flags are out of range."""
+    try:
+        generation_options(args)
+    except ValueError as err:
+        parser.error(str(err))
+    return args

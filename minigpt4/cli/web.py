@@ -19,8 +19,15 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from minigpt4.cli import local_gradio
-from minigpt4.cli.common import add_model_args, load_chat
+from minigpt4.cli.common import (
+    add_generation_args,
+    add_model_args,
+    check_generation_args,
+    generation_options,
+    load_chat,
+)
 from minigpt4.conversation.conversation import Chat, Conversation
+from minigpt4.conversation.generation import GenerationConfig
 from minigpt4.datasets.datasets.common import image_error_reason
 
 logger = logging.getLogger(__name__)
@@ -71,14 +78,20 @@ def open_upload(path: str | None, max_bytes: int, max_pixels: int) -> Image.Imag
 class DemoHandlers:
     """The event handlers of the demo, bound to one :class:`Chat` (shared) and one template.
 
-    Per-session values travel through ``gr.State``: the conversation and the list of image embeddings.
+    Per-session values travel through ``gr.State``: the conversation and the list of image embeddings. Answers
+    follow ``generation``, with the beams, temperature and length chosen on the page.
     """
 
     def __init__(
-        self, chat: Chat, template: Conversation, max_image_bytes: int, max_image_pixels: int, max_length: int
+        self,
+        chat: Chat,
+        template: Conversation,
+        max_image_bytes: int,
+        max_image_pixels: int,
+        generation: GenerationConfig,
     ) -> None:
         self.chat = chat
-        self.max_length = max_length
+        self.generation = generation
         self.template = template
         self.max_image_bytes = max_image_bytes
         self.max_image_pixels = max_image_pixels
@@ -138,11 +151,11 @@ class DemoHandlers:
             stream = self.chat.answer(
                 conv,
                 img_list or [],
+                stream=True,
+                config=self.generation,
                 num_beams=int(num_beams),
                 temperature=float(temperature),
                 max_new_tokens=int(max_new_tokens),
-                max_length=self.max_length,
-                stream=True,
             )
             notice = f" {TRUNCATED_NOTICE}" if stream.truncated else ""
             if stream.truncated:
@@ -181,7 +194,7 @@ def build_demo(
     template: Conversation,
     max_image_mb: float = 20.0,
     max_image_pixels: int = 64_000_000,
-    max_length: int = 2000,
+    generation: GenerationConfig | None = None,
     session_ttl: float | None = 3600,
 ):
     """The Gradio Blocks of the demo (not launched).
@@ -190,12 +203,15 @@ def build_demo(
         chat: the shared :class:`Chat`.
         template: the chat template every new conversation starts from.
         max_image_mb / max_image_pixels: larger uploads are refused with a message.
-        max_length: context + new tokens; older context is dropped (with a notice) beyond it.
+        generation: how answers are decoded (default: the published demo's :class:`GenerationConfig`); the page's
+            sliders start at its beams, temperature and max new tokens. Its ``max_length`` (context + new
+            tokens) drops older context, with a notice, beyond it.
         session_ttl: seconds a session's conversation (with its key/value cache) is kept after its last
             answer; None keeps it until the session ends.
     """
     gr = local_gradio.import_gradio()
-    handlers = DemoHandlers(chat, template, int(max_image_mb * 2**20), max_image_pixels, max_length)
+    generation = generation or GenerationConfig()
+    handlers = DemoHandlers(chat, template, int(max_image_mb * 2**20), max_image_pixels, generation)
     with gr.Blocks(title=TITLE, analytics_enabled=local_gradio.analytics_enabled()) as demo:
         gr.Markdown(f"# {TITLE}\n{DESCRIPTION}")
         with gr.Row():
@@ -206,9 +222,15 @@ def build_demo(
                 )
                 upload_button = gr.Button(UPLOAD_LABEL, variant="primary", elem_id="upload-button")
                 restart_button = gr.Button("Restart", elem_id="restart-button")
-                num_beams = gr.Slider(1, 10, value=1, step=1, label="beam search numbers", interactive=True)
-                temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.1, label="Temperature", interactive=True)
-                max_new_tokens = gr.Slider(16, 1024, value=300, step=16, label="max new tokens", interactive=True)
+                num_beams = gr.Slider(
+                    1, 10, value=generation.num_beams, step=1, label="beam search numbers", interactive=True
+                )
+                temperature = gr.Slider(
+                    0.1, 2.0, value=generation.temperature, step=0.1, label="Temperature", interactive=True
+                )
+                max_new_tokens = gr.Slider(
+                    16, 1024, value=generation.max_new_tokens, step=16, label="max new tokens", interactive=True
+                )
                 status = gr.Textbox(label="Status", interactive=False, elem_id="status")
             with gr.Column(scale=2):
                 conv_state = gr.State(None, time_to_live=session_ttl)
@@ -248,12 +270,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     parser.add_argument("--concurrency", type=int, default=1, help="generations that may run at the same time")
     parser.add_argument("--max-image-mb", type=float, default=20.0, help="largest accepted upload")
-    parser.add_argument("--max-length", type=int, default=2000, help="context + new tokens kept per conversation")
     parser.add_argument("--seed", type=int, default=None, help="seed the sampling (reproducible sessions)")
     parser.add_argument(
         "--session-ttl", type=float, default=3600, help="seconds an idle conversation (and its cache) is kept"
     )
-    return parser.parse_args(argv)
+    add_generation_args(parser)
+    return check_generation_args(parser, parser.parse_args(argv))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -268,7 +290,7 @@ def main(argv: list[str] | None = None) -> None:
         loaded.chat,
         loaded.template,
         max_image_mb=args.max_image_mb,
-        max_length=args.max_length,
+        generation=generation_options(args),
         session_ttl=args.session_ttl,
     )
     demo.queue(default_concurrency_limit=args.concurrency)

@@ -27,6 +27,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from minigpt4.common.constants import IMAGE_END, IMAGE_PLACEHOLDER
+from minigpt4.conversation.generation import GenerationConfig, expected_warnings_silenced
 from minigpt4.conversation.templates import (  # noqa: F401 (the templates are part of this module's interface)
     CONV_TEMPLATES,
     IMAGE_MESSAGE,
@@ -39,6 +40,7 @@ from minigpt4.conversation.templates import (  # noqa: F401 (the templates are p
     get_conv_template,
     template_for,
 )
+from minigpt4.models.sequence_builder import Layout, SequenceBuilder
 
 logger = logging.getLogger(__name__)
 
@@ -141,21 +143,117 @@ class Answer(NamedTuple):
     truncated: bool
 
 
+class _Cancelled(StoppingCriteria):
+    """Stops every sequence once ``event`` is set (an answer whose reader went away)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: Tensor, scores: Tensor | None = None, **kwargs: Any) -> Tensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+def _before_question(message: str) -> str | None:
+    """A user message as it was before :meth:`Chat.ask` added a question to it; None when ``ask`` appended it.
+
+    ``ask`` joins a question to a message ending with an image (``...</Img>``) and never lets a question hold an
+    image placeholder, so the image part ends at the first ``</Img>`` after the last placeholder.
+    """
+    if IMAGE_PLACEHOLDER not in message:
+        return None
+    end = message.find(IMAGE_END, message.rfind(IMAGE_PLACEHOLDER))
+    return message if end < 0 else message[: end + len(IMAGE_END)]
+
+
+class _Turn:
+    """One answer being generated for ``conv``, and what is needed to undo it if it is cancelled.
+
+    ``kept`` is how many positions of the earlier key/value cache generation started from (the cache object is
+    cropped to them and extended in place); undoing crops it back and restores the earlier messages and ids.
+    """
+
+    def __init__(self, conv: Conversation) -> None:
+        self.conv = conv
+        self.messages = [list(m) for m in conv.messages]
+        self.kv_cache = conv.kv_cache
+        self.answer_ids = dict(conv.answer_ids)
+        self.kept = 0
+        self.cancel = threading.Event()
+        self.closed = False  # finished or undone
+
+    def finish(self) -> None:
+        self.closed = True
+
+    def undo(self, drop_question: bool = True) -> None:
+        """Leave the conversation as it was before the question (messages, key/value cache, answer ids), or with
+        ``drop_question=False`` as it was before the answer was asked for."""
+        if self.closed:
+            return
+        self.closed = True
+        messages = [list(m) for m in self.messages]
+        conv = self.conv
+        if drop_question and messages and messages[-1][0] == conv.roles[0] and messages[-1][1]:
+            before = _before_question(messages[-1][1])
+            if before is None:
+                messages.pop()
+            else:
+                messages[-1][1] = before
+        conv.messages[:] = messages
+        conv.answer_ids = self.answer_ids
+        old = self.kv_cache
+        if old is not None and self.kept:  # generation extended the earlier cache: crop it back
+            crop_cache(old.past_key_values, self.kept)
+            if self.kept < old.embeds.shape[1]:
+                old = PrefixCache(old.embeds[:, : self.kept], old.past_key_values)
+        conv.kv_cache = old
+
+
+class _Outcome:
+    """The final text and token ids of a streamed answer, once known."""
+
+    text: str | None = None
+    tokens: Tensor | None = None
+
+
 class AnswerStream:
     """An answer being generated: iterate to get text pieces as they come; ``text`` holds the final answer.
 
     ``truncated`` is known before the first piece: it says that the oldest context was dropped to fit
-    ``max_length``.
+    ``max_length``. Closing the stream before the answer is complete (:meth:`close`, leaving a ``with`` block,
+    or dropping the stream or its iterator) cancels it: generation stops, and the conversation is left as it
+    was before the question (messages, key/value cache and kept answer ids).
     """
 
-    def __init__(self, pieces: Callable[[AnswerStream], Iterator[str]], truncated: bool) -> None:
+    def __init__(self, pieces: Iterator[str], outcome: _Outcome, turn: _Turn, truncated: bool) -> None:
         self.truncated = truncated
-        self.text: str | None = None
-        self.tokens: Tensor | None = None
-        self._pieces = pieces(self)
+        self._pieces = pieces
+        self._outcome = outcome
+        self._turn = turn
+
+    @property
+    def text(self) -> str | None:
+        return self._outcome.text
+
+    @property
+    def tokens(self) -> Tensor | None:
+        return self._outcome.tokens
 
     def __iter__(self) -> Iterator[str]:
         return self._pieces
+
+    def close(self) -> None:
+        """Cancel the answer if it is not complete (nothing happens after it is)."""
+        self._pieces.close()  # a started generation stops and undoes its turn (see Chat._stream_pieces)
+        self._turn.undo()  # one that never started
+
+    def __enter__(self) -> AnswerStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -168,7 +266,7 @@ class Chat:
 
     Args:
         model: a :class:`minigpt4.models.mini_gpt4.MiniGPT4` (anything with ``encode_img``, ``embed_tokens``,
-            ``llama_model`` and ``llama_tokenizer``), in eval mode.
+            ``llama_model``, ``llama_tokenizer`` and ``device``), in eval mode.
         vis_processor: maps a PIL image to a ``[3, H, W]`` tensor (the eval image processor).
         device: where images go.
         reuse_cache: keep each conversation's key/value cache between turns.
@@ -176,6 +274,8 @@ class Chat:
             published behaviour, the whole prompt text is re-tokenized at every turn; its tokens can differ from
             the generated ones (at the space after ``Assistant:``), which also stops the cache from matching
             beyond the first answer.
+        generation: the decoding options answers use unless told otherwise (default: :class:`GenerationConfig`,
+            the published demo's).
     """
 
     def __init__(
@@ -185,13 +285,16 @@ class Chat:
         device: Any = "cuda:0",
         reuse_cache: bool = True,
         keep_answer_ids: bool = True,
+        generation: GenerationConfig | None = None,
     ) -> None:
         self.model = model
         self.vis_processor = vis_processor
         self.device = torch.device(device)
         self.reuse_cache = reuse_cache
         self.keep_answer_ids = keep_answer_ids
+        self.generation = generation or GenerationConfig()
         self.tokenizer = model.llama_tokenizer
+        self.sequences = SequenceBuilder(model.llama_tokenizer, model.embed_tokens)
 
     # images -----------------------------------------------------------------------------------------------
     def load_image(self, image: ImageInput) -> Tensor:
@@ -239,42 +342,17 @@ class Chat:
     @torch.no_grad()
     def get_context_emb(self, prompt: str, img_list: Sequence[Tensor]) -> Tensor:
         """Input embeddings ``[1, T, D]``: ``bos``, then text segments interleaved with the image embeddings."""
-        return self.pieces_emb([prompt], img_list)
+        return self.sequences.prompt([prompt], img_list, self.model.device)
+
+    def context_layout(self, conv: Conversation, img_list: Sequence[Tensor]) -> Layout:
+        """The layout of ``conv``'s prompt, with earlier answers as their generated ids when they are kept."""
+        pieces = conv.prompt_pieces() if self.keep_answer_ids and conv.answer_ids else [conv.get_prompt()]
+        return self.sequences.layouts([pieces], [img_list])[0]
 
     @torch.no_grad()
-    def pieces_emb(self, pieces: Sequence[str | Sequence[int]], img_list: Sequence[Tensor]) -> Tensor:
-        """Like :meth:`get_context_emb` for :meth:`Conversation.prompt_pieces`: text is split on
-        ``<ImageHere>`` and tokenized segment by segment, token-id pieces are used as they are."""
-        placeholders = sum(p.count(IMAGE_PLACEHOLDER) for p in pieces if isinstance(p, str))
-        if placeholders != len(img_list):
-            raise ValueError(f"the prompt has {placeholders} image placeholders but {len(img_list)} images were given")
-        images = iter(img_list)
-        runs: list[Tensor] = []
-        ids: list[int] = [self.tokenizer.bos_token_id]
-
-        def flush() -> None:
-            if ids:
-                runs.append(self.model.embed_tokens(torch.tensor([ids], device=self.model.device)))
-                ids.clear()
-
-        for piece in pieces:
-            if not isinstance(piece, str):
-                ids.extend(piece)
-                continue
-            for j, segment in enumerate(piece.split(IMAGE_PLACEHOLDER)):
-                if j:
-                    flush()
-                    runs.append(next(images))
-                if segment:
-                    ids.extend(self.tokenizer(segment, add_special_tokens=False).input_ids)
-        flush()
-        return torch.cat([run.to(runs[0]) for run in runs], dim=1)  # [1, T, D]
-
     def context_emb(self, conv: Conversation, img_list: Sequence[Tensor]) -> Tensor:
-        """The embeddings of ``conv``'s prompt, with earlier answers as their generated ids when they are kept."""
-        if self.keep_answer_ids and conv.answer_ids:
-            return self.pieces_emb(conv.prompt_pieces(), img_list)
-        return self.get_context_emb(conv.get_prompt(), img_list)
+        """The embeddings ``[1, T, D]`` of :meth:`context_layout`."""
+        return self.sequences.embed([self.context_layout(conv, img_list)], self.model.device).inputs_embeds
 
     def _keep_ids(self, conv: Conversation, tokens: Tensor) -> None:
         """Remember the generated ids of the answer just added to ``conv`` (if they decode to exactly it)."""
@@ -306,43 +384,37 @@ class Chat:
         if decoded == text + sep:
             conv.answer_ids[index] = AnswerIds(text, tuple(ids), with_sep)
 
-    def _prepare(
-        self, conv: Conversation, img_list: Sequence[Tensor], max_new_tokens: int, max_length: int
-    ) -> tuple[Tensor, bool]:
-        if max_new_tokens >= max_length:
-            raise ValueError(f"max_new_tokens ({max_new_tokens}) must be smaller than max_length ({max_length})")
+    def _prepare(self, conv: Conversation, img_list: Sequence[Tensor], config: GenerationConfig) -> tuple[Layout, bool]:
+        """Add the empty assistant turn and lay out the context; drop its oldest positions beyond ``max_length``."""
         conv.append_message(conv.roles[1], None)
         try:
-            embs = self.context_emb(conv, img_list)
+            layout = self.context_layout(conv, img_list)
         except Exception:
             conv.messages.pop()
             raise
-        overflow = embs.shape[1] + max_new_tokens - max_length
+        overflow = len(layout) + config.max_new_tokens - config.max_length
         if overflow > 0:
             logger.warning(
                 "The conversation (%d tokens + %d new) exceeds max_length=%d: the model will not see the oldest "
                 "%d tokens.",
-                embs.shape[1],
-                max_new_tokens,
-                max_length,
+                len(layout),
+                config.max_new_tokens,
+                config.max_length,
                 overflow,
             )
-            embs = embs[:, overflow:]
-        return embs, overflow > 0
+        return layout.drop_first(overflow), overflow > 0
 
-    def _generation_kwargs(self, conv: Conversation, **options: Any) -> dict[str, Any]:
-        kwargs = dict(
-            stopping_criteria=StoppingCriteriaList([StopOnStrings(self.tokenizer, conv.stop_strings)]),
+    def _generation_kwargs(
+        self, conv: Conversation, config: GenerationConfig, extra: dict[str, Any], cancel: threading.Event
+    ) -> dict[str, Any]:
+        criteria = StoppingCriteriaList([StopOnStrings(self.tokenizer, conv.stop_strings), _Cancelled(cancel)])
+        return dict(
+            stopping_criteria=criteria,
             eos_token_id=self.tokenizer.eos_token_id,
             pad_token_id=self.tokenizer.pad_token_id,
-            **options,
+            **config.generate_kwargs(),
+            **extra,
         )
-        if kwargs["do_sample"]:
-            kwargs["temperature"] = float(kwargs["temperature"])
-        else:  # greedy or beam search: the sampling knobs would only raise warnings
-            kwargs.pop("temperature")
-            kwargs.pop("top_p")
-        return kwargs
 
     def _decode(self, tokens: Tensor, conv: Conversation) -> str:
         """The answer text: up to the stop string, without the image placeholder (it would stand for an image)."""
@@ -350,8 +422,9 @@ class Chat:
         return cut_at_stop(text, conv.stop_strings)[0].replace(IMAGE_PLACEHOLDER, "").strip()
 
     # generation -------------------------------------------------------------------------------------------
-    def _start_cache(self, conv: Conversation, embs: Tensor, num_beams: int, truncated: bool) -> Any:
-        """The cache to start from (cropped to the positions shared with ``embs``), or None."""
+    def _start_cache(self, turn: _Turn, embs: Tensor, num_beams: int, truncated: bool) -> Any:
+        """The cache to start from (cropped to the positions shared with ``embs``, counted in ``turn.kept``)."""
+        conv = turn.conv
         cached, conv.kv_cache = conv.kv_cache, None
         if not self.reuse_cache or cached is None or num_beams != 1 or truncated:
             return None
@@ -359,6 +432,7 @@ class Chat:
         if keep == 0:
             return None
         crop_cache(cached.past_key_values, keep)
+        turn.kept = keep
         return cached.past_key_values
 
     def _store_cache(self, conv: Conversation, embs: Tensor, output: Any, num_beams: int, truncated: bool) -> None:
@@ -372,64 +446,59 @@ class Chat:
         conv.kv_cache = PrefixCache(seen[:, :keep], cache)
 
     @torch.no_grad()
-    def _generate(self, conv: Conversation, embs: Tensor, truncated: bool, streamer: Any = None, **kwargs: Any):
+    def _generate(self, turn: _Turn, embs: Tensor, truncated: bool, streamer: Any = None, **kwargs: Any) -> Any:
         num_beams = kwargs.get("num_beams", 1)
-        past = self._start_cache(conv, embs, num_beams, truncated)
-        with self.model.maybe_autocast():
-            output = self.model.llama_model.generate(
-                inputs_embeds=embs,
-                attention_mask=torch.ones(embs.shape[:2], dtype=torch.long, device=embs.device),
-                past_key_values=past,
-                return_dict_in_generate=True,
-                streamer=streamer,
-                **kwargs,
-            )
-        self._store_cache(conv, embs, output, num_beams, truncated)
+        with expected_warnings_silenced():
+            past = self._start_cache(turn, embs, num_beams, truncated)
+            with self.model.maybe_autocast():
+                output = self.model.llama_model.generate(
+                    inputs_embeds=embs,
+                    attention_mask=torch.ones(embs.shape[:2], dtype=torch.long, device=embs.device),
+                    past_key_values=past,
+                    return_dict_in_generate=True,
+                    streamer=streamer,
+                    **kwargs,
+                )
+            if not turn.cancel.is_set():
+                self._store_cache(turn.conv, embs, output, num_beams, truncated)
         return output
 
     def answer(
         self,
         conv: Conversation,
         img_list: Sequence[Tensor],
-        max_new_tokens: int = 300,
-        num_beams: int = 1,
-        min_length: int = 1,
-        top_p: float = 0.9,
-        repetition_penalty: float = 1.05,
-        length_penalty: float = 1.0,
-        temperature: float = 1.0,
-        max_length: int = 2000,
-        do_sample: bool = True,
         stream: bool = False,
-        **generate_kwargs: Any,
+        config: GenerationConfig | None = None,
+        **options: Any,
     ) -> Answer | AnswerStream:
         """Generate the assistant's answer to the conversation so far and add it to ``conv``.
 
         Returns an :class:`Answer` (``answer[0]`` is the text), or with ``stream=True`` an :class:`AnswerStream`
-        that yields the text piece by piece. ``do_sample=False`` is greedy (or beam) search. When the context
-        plus ``max_new_tokens`` exceeds ``max_length``, the oldest tokens are dropped with a warning and
-        ``truncated`` is set. Extra keyword arguments go to ``generate`` (e.g. ``min_new_tokens``).
+        that yields the text piece by piece. Decoding follows ``config`` (default: this chat's
+        :attr:`generation`); options named like its fields override it (``max_new_tokens=...``,
+        ``temperature=...``, ``do_sample=False`` for greedy or beam search, ``max_length=...``), any other option
+        goes to ``generate`` (e.g. ``min_new_tokens``). When the context plus ``max_new_tokens`` exceeds
+        ``max_length``, the oldest tokens are dropped with a warning and ``truncated`` is set.
         """
-        embs, truncated = self._prepare(conv, img_list, max_new_tokens, max_length)
-        kwargs = self._generation_kwargs(
-            conv,
-            max_new_tokens=max_new_tokens,
-            num_beams=num_beams,
-            min_length=min_length,
-            top_p=top_p,
-            repetition_penalty=repetition_penalty,
-            length_penalty=length_penalty,
-            temperature=temperature,
-            do_sample=do_sample,
-            **generate_kwargs,
-        )
+        config, extra = (config or self.generation).updated(**options)
+        turn = _Turn(conv)
+        layout, truncated = self._prepare(conv, img_list, config)
+        embs = self.sequences.embed([layout], self.model.device).inputs_embeds  # [1, T, D]
+        kwargs = self._generation_kwargs(conv, config, extra, turn.cancel)
         if stream:
-            return AnswerStream(lambda s: self._stream_pieces(s, conv, embs, truncated, kwargs), truncated)
-        output = self._generate(conv, embs, truncated, **kwargs)
+            outcome = _Outcome()
+            pieces = self._stream_pieces(outcome, turn, embs, truncated, kwargs)
+            return AnswerStream(pieces, outcome, turn, truncated)
+        try:
+            output = self._generate(turn, embs, truncated, **kwargs)
+        except BaseException:
+            turn.undo(drop_question=False)
+            raise
         tokens = output.sequences[0]
         text = self._decode(tokens, conv)
         conv.messages[-1][1] = text
         self._keep_ids(conv, tokens)
+        turn.finish()
         return Answer(text, tokens, truncated)
 
     def stream_answer(self, conv: Conversation, img_list: Sequence[Tensor], **kwargs: Any) -> AnswerStream:
@@ -437,24 +506,55 @@ class Chat:
         return self.answer(conv, img_list, stream=True, **kwargs)  # type: ignore[return-value]
 
     def _stream_pieces(
-        self, stream: AnswerStream, conv: Conversation, embs: Tensor, truncated: bool, kwargs: dict[str, Any]
+        self, outcome: _Outcome, turn: _Turn, embs: Tensor, truncated: bool, kwargs: dict[str, Any]
     ) -> Iterator[str]:
-        """Run ``generate`` in a thread and yield the visible text as it grows (the stop string never shows)."""
-        stops = conv.stop_strings
+        """Run ``generate`` in a thread and yield the visible text as it grows (the stop string never shows).
+
+        If the reader stops (the generator is closed), generation is cancelled and the turn undone.
+        """
+        conv = turn.conv
         streamer = _TokenStreamer() if kwargs.get("num_beams", 1) == 1 else None
         result: dict[str, Any] = {}
 
         def work() -> None:
             try:
-                result["output"] = self._generate(conv, embs, truncated, streamer=streamer, **kwargs)
+                result["output"] = self._generate(turn, embs, truncated, streamer=streamer, **kwargs)
             except BaseException as err:  # re-raised in the consumer
                 result["error"] = err
             finally:
                 if streamer is not None:
                     streamer.end()
 
-        thread = threading.Thread(target=work, daemon=True)
+        thread = threading.Thread(target=work, name="minigpt4-answer", daemon=True)
         thread.start()
+        try:
+            shown = yield from self._visible_pieces(streamer, conv.stop_strings)
+            thread.join()
+        except GeneratorExit:
+            turn.cancel.set()
+            thread.join()
+            turn.undo()
+            raise
+        if "error" in result:
+            turn.undo(drop_question=False)
+            raise result["error"]
+        tokens = result["output"].sequences[0]
+        final = self._decode(tokens, conv)
+        if not final.startswith(shown):
+            logger.warning("streamed text diverged from the decoded answer; the conversation keeps the decoded one")
+        elif len(final) > len(shown):
+            try:
+                yield final[len(shown) :]
+            except GeneratorExit:
+                turn.undo()
+                raise
+        conv.messages[-1][1] = final
+        self._keep_ids(conv, tokens)
+        turn.finish()
+        outcome.text, outcome.tokens = final, tokens
+
+    def _visible_pieces(self, streamer: _TokenStreamer | None, stops: Sequence[str]) -> Iterator[str]:
+        """Yield the new visible text as token ids arrive; return all the text shown."""
         shown = ""
         ids: list[int] = []
         while streamer is not None:
@@ -474,18 +574,7 @@ class Chat:
             if len(visible) > len(shown):
                 yield visible[len(shown) :]
                 shown = visible
-        thread.join()
-        if "error" in result:
-            raise result["error"]
-        tokens = result["output"].sequences[0]
-        final = self._decode(tokens, conv)
-        if final.startswith(shown) and len(final) > len(shown):
-            yield final[len(shown) :]
-        elif not final.startswith(shown):
-            logger.warning("streamed text diverged from the decoded answer; the conversation keeps the decoded one")
-        conv.messages[-1][1] = final
-        self._keep_ids(conv, tokens)
-        stream.text, stream.tokens = final, tokens
+        return shown
 
     # batches ----------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -493,42 +582,28 @@ class Chat:
         self,
         convs: Sequence[Conversation],
         img_lists: Sequence[Sequence[Tensor]],
-        max_new_tokens: int = 300,
-        num_beams: int = 1,
-        min_length: int = 1,
-        top_p: float = 0.9,
-        repetition_penalty: float = 1.05,
-        length_penalty: float = 1.0,
-        temperature: float = 1.0,
-        max_length: int = 2000,
-        do_sample: bool = True,
-        **generate_kwargs: Any,
+        config: GenerationConfig | None = None,
+        **options: Any,
     ) -> list[str]:
         """Answer several conversations in one left-padded batch; each sequence stops on its own.
 
-        The answers are added to their conversations and returned. All conversations must use the same template.
+        Decoding options as in :meth:`answer`. The answers are added to their conversations and returned. All
+        conversations must use the same template.
         """
         if len(convs) != len(img_lists):
             raise ValueError(f"{len(convs)} conversations but {len(img_lists)} image lists")
         if len({tuple(c.stop_strings) for c in convs}) > 1:
             raise ValueError("a batch must use one chat template")
-        prepared = [self._prepare(conv, imgs, max_new_tokens, max_length) for conv, imgs in zip(convs, img_lists)]
-        embs, mask = self._left_pad([e for e, _ in prepared])
-        kwargs = self._generation_kwargs(
-            convs[0],
-            max_new_tokens=max_new_tokens,
-            num_beams=num_beams,
-            min_length=min_length,
-            top_p=top_p,
-            repetition_penalty=repetition_penalty,
-            length_penalty=length_penalty,
-            temperature=temperature,
-            do_sample=do_sample,
-            **generate_kwargs,
-        )
-        with self.model.maybe_autocast():
+        config, extra = (config or self.generation).updated(**options)
+        layouts = [self._prepare(conv, imgs, config)[0] for conv, imgs in zip(convs, img_lists)]
+        batch = self.sequences.embed(layouts, self.model.device, padding_side="left")
+        kwargs = self._generation_kwargs(convs[0], config, extra, threading.Event())
+        with expected_warnings_silenced(), self.model.maybe_autocast():
             output = self.model.llama_model.generate(
-                inputs_embeds=embs, attention_mask=mask, return_dict_in_generate=True, **kwargs
+                inputs_embeds=batch.inputs_embeds,
+                attention_mask=batch.attention_mask,
+                return_dict_in_generate=True,
+                **kwargs,
             )
         answers = []
         for conv, tokens in zip(convs, output.sequences):
@@ -537,15 +612,3 @@ class Chat:
             self._keep_ids(conv, tokens)
             answers.append(conv.messages[-1][1])
         return answers
-
-    def _left_pad(self, embs: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-        """Stack ``[1, T_i, D]`` embeddings into ``[B, T, D]`` with padding on the left, and the attention mask."""
-        length = max(e.shape[1] for e in embs)
-        pad_id = torch.tensor([[self.tokenizer.pad_token_id]], device=self.model.device)
-        pad = self.model.embed_tokens(pad_id)[0, 0]  # [D]
-        rows, masks = [], []
-        for e in embs:
-            n = length - e.shape[1]
-            rows.append(torch.cat([pad.to(e).expand(n, -1), e[0]], dim=0))
-            masks.append(torch.cat([torch.zeros(n, dtype=torch.long), torch.ones(e.shape[1], dtype=torch.long)]))
-        return torch.stack(rows), torch.stack(masks).to(rows[0].device)

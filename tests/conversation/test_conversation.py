@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import warnings
 
 import pytest
 import torch
@@ -17,6 +19,7 @@ from minigpt4.conversation.conversation import (
     StopOnStrings,
     cut_at_stop,
 )
+from minigpt4.conversation.generation import EXPECTED_LOGGER
 
 SYSTEM = (
     "Give the following image: <Img>ImageContent</Img>. You will be able to see the image once I provide it "
@@ -362,3 +365,136 @@ def test_third_turn_prefills_only_the_new_question(chat_model, image, vis_proces
     new_text = chat.tokenizer("Human: and the triangle###Assistant: ", add_special_tokens=False).input_ids
     # the new question, plus the last token of the previous answer (generated but never fed back)
     assert fed[0] == len(new_text) + 1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# cancelling a streamed answer
+# ----------------------------------------------------------------------------------------------------------
+
+
+class HoldAt(LogitsProcessor):
+    """Counts generation steps; at step ``hold`` it waits until ``gate`` is set (so a reader can leave mid-answer)."""
+
+    def __init__(self, hold: int) -> None:
+        self.hold, self.steps, self.gate = hold, 0, threading.Event()
+
+    def __call__(self, input_ids, scores):
+        self.steps += 1
+        if self.steps == self.hold:
+            self.gate.wait(timeout=60)
+        return scores
+
+
+def _long_answer(chat: Chat, hold: HoldAt) -> dict:
+    """Options for an answer that would run 1000 tokens: words first (so pieces stream), no stop, no eos."""
+    words = chat.tokenizer("there is a red circle on the left", add_special_tokens=False).input_ids
+    stops = [[chat.tokenizer.convert_tokens_to_ids("###")], [chat.tokenizer.convert_tokens_to_ids("<0x23>")]]
+    processors = LogitsProcessorList([ForceTokensAt([0], words), hold])
+    return dict(
+        GREEDY, max_new_tokens=1000, min_new_tokens=1000, bad_words_ids=stops, logits_processor=processors, stream=True
+    )
+
+
+@pytest.mark.parametrize("leave", ["close", "drop"])
+def test_cancelled_stream_stops_and_leaves_the_conversation_as_before_the_question(
+    chat_model, image, vis_processor, leave
+):
+    chat = Chat(chat_model, vis_processor, device="cpu", reuse_cache=True)
+    conv, imgs = _start(chat, image)
+    _forced_answer(chat, conv, imgs, "there is a red circle###")
+    messages, answer_ids, cache = [list(m) for m in conv.messages], dict(conv.answer_ids), conv.kv_cache
+    cached_length = cache.past_key_values.get_seq_length()
+    assert answer_ids and cache is not None
+
+    chat.ask("and the square", conv)
+    hold = HoldAt(hold=12)
+    threads = set(threading.enumerate())
+    stream = chat.answer(conv, imgs, **_long_answer(chat, hold))
+    pieces = iter(stream)
+    first = next(pieces)  # the reader saw the start of the answer ...
+    workers = [t for t in threading.enumerate() if t not in threads]
+    assert first and workers
+    threading.Timer(0.2, hold.gate.set).start()
+    if leave == "close":  # ... and pressed stop
+        stream.close()
+    else:  # ... and went away (the page was closed): the stream is dropped
+        del stream, pieces
+    assert not any(t.is_alive() for t in workers)  # generation stopped: its thread is gone
+    assert hold.steps < 1000
+    assert conv.messages == messages and conv.answer_ids == answer_ids
+    assert conv.kv_cache is cache and cache.past_key_values.get_seq_length() == cached_length
+
+    # the conversation goes on as if the cancelled question had never been asked
+    twin = Chat(chat_model, vis_processor, device="cpu", reuse_cache=False)
+    twin_conv, _ = _start(twin, image)
+    _forced_answer(twin, twin_conv, imgs, "there is a red circle###")
+    for c, ch in ((conv, chat), (twin_conv, twin)):
+        ch.ask("where is the blue square", c)
+    fed, hook = _count_fed_positions(chat_model)
+    try:
+        assert chat.answer(conv, imgs, **GREEDY).text == twin.answer(twin_conv, imgs, **GREEDY).text
+    finally:
+        hook.remove()
+    assert fed[0] < fed[-1]  # the cached context was reused, only the new question was fed
+    assert conv.get_prompt() == twin_conv.get_prompt()
+
+
+def test_stream_closed_before_it_starts_leaves_the_first_turn_unasked(chat, image):
+    conv, imgs = CONV_VISION_Vicuna0.copy(), []
+    chat.upload_img(image, conv, imgs)
+    before = [list(m) for m in conv.messages]
+    chat.ask("describe the image", conv)
+    stream = chat.answer(conv, imgs, stream=True, **GREEDY)
+    stream.close()
+    assert conv.messages == before and conv.kv_cache is None and conv.answer_ids == {}
+    chat.ask("describe the image", conv)  # the question joins the image message again
+    assert chat.answer(conv, imgs, **GREEDY).text == chat.answer(*_start(chat, image), **GREEDY).text
+
+
+def test_finished_stream_is_kept_when_closed(chat, image):
+    conv, imgs = _start(chat, image)
+    with chat.answer(conv, imgs, stream=True, **GREEDY) as stream:
+        text = "".join(stream)
+    assert conv.messages[-1] == [conv.roles[1], text] and stream.text == text
+
+
+# ----------------------------------------------------------------------------------------------------------
+# warnings
+# ----------------------------------------------------------------------------------------------------------
+
+
+class WarnWhileGenerating(LogitsProcessor):
+    """Emits one unrelated warning and one unrelated transformers log line during generation."""
+
+    def __call__(self, input_ids, scores):
+        warnings.warn("an unrelated warning", UserWarning, stacklevel=2)
+        logging.getLogger(EXPECTED_LOGGER).warning("an unrelated log line")
+        return scores
+
+
+def test_expected_transformers_warnings_are_silenced_others_still_show(chat_model, image, vis_processor):
+    chat = Chat(chat_model, vis_processor, device="cpu", reuse_cache=True)
+    conv, imgs = _start(chat, image)
+    chat.answer(conv, imgs, **GREEDY)
+    chat.ask("where is it", conv)  # the second turn starts from the cached context (past_key_values)
+    logged: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: logged.append(record.getMessage())
+    logger = logging.getLogger(EXPECTED_LOGGER)
+    logger.addHandler(handler)
+    logging.Logger.warning_once.cache_clear()  # transformers logs its deprecation once per process
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            options = dict(GREEDY, max_new_tokens=3, repetition_penalty=1.05)
+            chat.answer(conv, imgs, logits_processor=LogitsProcessorList([WarnWhileGenerating()]), **options)
+            outside = "generation is over"
+            warnings.warn(outside, UserWarning, stacklevel=2)
+    finally:
+        logger.removeHandler(handler)
+    shown = [str(w.message) for w in caught]
+    assert "an unrelated warning" in shown and outside in shown
+    assert not [m for m in shown if "repetition_penalty" in m or "past_key_values" in m], shown
+    assert "an unrelated log line" in logged
+    assert not [m for m in logged if "deprecated" in m], logged
+    assert conv.kv_cache is not None  # the cache really was passed on
