@@ -1,20 +1,43 @@
-"""Multi-node launch: two torchrun launchers on 127.0.0.1 (``--nnodes 2``, c10d rendezvous, one process each)
-train exactly as one launcher running two processes, writing into one shared run folder."""
+"""Multi-node launch: two torchrun launchers on 127.0.0.1 (``--nnodes 2``, c10d rendezvous, one process each),
+started by hand or by ``scripts/slurm/stage1.sbatch`` under a stand-in for srun, train exactly as one launcher
+running two processes, writing into one shared run folder."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.runners import helpers as h
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 TIMEOUT_S = 300
+SBATCH = h.REPO_ROOT / "scripts" / "slurm" / "stage1.sbatch"
+
+# Stand-ins for SLURM on one machine: srun runs its command once per node of the allocation, in parallel, with the
+# variables a real srun task gets; scontrol lists the allocation's host names, the first one the head node.
+FAKE_SRUN = """#!/bin/bash
+while [[ "$1" == --* ]]; do shift; done
+pids=()
+for ((node = 0; node < SLURM_NNODES; node++)); do
+  SLURM_NODEID=$node SLURM_PROCID=$node SLURM_LOCALID=0 SLURM_NTASKS=$SLURM_NNODES "$@" &
+  pids+=($!)
+done
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+exit $status
+"""
+FAKE_SCONTROL = """#!/bin/bash
+[ "$1 $2" = "show hostnames" ] || exit 2
+printf '127.0.0.1\\n127.0.0.2\\n'
+"""
 
 
 def _free_port() -> int:
@@ -37,42 +60,45 @@ def _config(world: dict, root: Path) -> Path:
     return h.write_config(root / "train.yaml", h.model_section(world), h.stage1_datasets(world), run)
 
 
-def _wait(procs: list[subprocess.Popen], what: str) -> None:
+def _wait(procs: list[subprocess.Popen], logs: list[Path], what: str) -> None:
+    """Wait for the launchers; on failure, show the end of each failed one's output."""
     try:
         for proc in procs:
             proc.wait(timeout=TIMEOUT_S)
     finally:
         for proc in procs:
             if proc.poll() is None:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-    failed = [p for p in procs if p.returncode != 0]
-    tails = "\n\n".join(p.stderr.read()[-3000:] for p in failed)
-    for proc in procs:
-        proc.stderr.close()
-    assert not failed, f"{what} failed:\n{tails}"
+    tails = [f"{log}:\n{log.read_text()[-3000:]}" for proc, log in zip(procs, logs) if proc.returncode != 0]
+    assert not tails, f"{what} failed:\n" + "\n\n".join(tails)
 
 
-def _launch(args: list[str], cfg: Path) -> subprocess.Popen:
+def _env(**extra: str) -> dict[str, str]:
     # torchrun sets OMP_NUM_THREADS=1 only when it starts several processes; the same thread count on both sides
     # keeps the CPU kernels' summation order, hence the results, bit for bit the same
-    env = {**h.subprocess_env(), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(
-        [*TORCHRUN, *args, str(h.TRAIN_PY), "--cfg-path", str(cfg)],
-        cwd=h.REPO_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return {**h.subprocess_env(), "OMP_NUM_THREADS": "1", **extra}
+
+
+def _popen(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    with log.open("w") as out:  # a file, not a pipe: a chatty run cannot fill a pipe nobody reads yet
+        return subprocess.Popen(
+            cmd, cwd=h.REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def _launch(args: list[str], cfg: Path, log: Path) -> subprocess.Popen:
+    return _popen([*TORCHRUN, *args, str(h.TRAIN_PY), "--cfg-path", str(cfg)], _env(), log)
 
 
 def _single_launcher(cfg: Path) -> None:
-    _wait([_launch(["--standalone", "--nproc-per-node", "2"], cfg)], "torchrun --nproc-per-node 2")
+    log = cfg.parent / "launcher.log"
+    _wait([_launch(["--standalone", "--nproc-per-node", "2"], cfg, log)], [log], "torchrun --nproc-per-node 2")
 
 
 def _two_launchers(cfg: Path) -> None:
     endpoint = f"127.0.0.1:{_free_port()}"
+    logs = [cfg.parent / f"launcher_node{node_rank}.log" for node_rank in (0, 1)]
     procs = [
         _launch(
             [
@@ -92,21 +118,27 @@ def _two_launchers(cfg: Path) -> None:
                 "0",
             ],
             cfg,
+            logs[node_rank],
         )
         for node_rank in (0, 1)
     ]
-    _wait(procs, f"two torchrun launchers on {endpoint}")
+    _wait(procs, logs, f"two torchrun launchers on {endpoint}")
 
 
-def test_two_launchers_train_as_one_launcher_with_two_processes(tmp_path):
-    world = h.build_world(tmp_path / "world")
-    (tmp_path / "one").mkdir()
-    (tmp_path / "two").mkdir()
-    one_cfg, two_cfg = _config(world, tmp_path / "one"), _config(world, tmp_path / "two")
-    _single_launcher(one_cfg)
-    _two_launchers(two_cfg)
-    want, got = tmp_path / "one" / "out" / "job", tmp_path / "two" / "out" / "job"
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return h.build_world(tmp_path_factory.mktemp("multinode_world"))
 
+
+@pytest.fixture(scope="module")
+def reference(world, tmp_path_factory):
+    """One launcher, two processes: ``torchrun --standalone --nproc-per-node 2``."""
+    root = tmp_path_factory.mktemp("one_launcher")
+    _single_launcher(_config(world, root))
+    return root / "out" / "job"
+
+
+def _assert_same_run(got: Path, want: Path) -> None:
     summary = json.loads((got / "summary.json").read_text())
     assert summary["global_step"] == 8 and summary["ranks_in_sync"] and len(summary["rank_param_digests"]) == 2
     ckpt = torch.load(got / "checkpoint_1.pth", map_location="cpu", weights_only=False)
@@ -115,7 +147,33 @@ def test_two_launchers_train_as_one_launcher_with_two_processes(tmp_path):
     assert [step for step, _ in h.train_losses(got)] == list(range(1, 9))
     assert (got / "log_rank0.txt").is_file() and (got / "log_rank1.txt").is_file()
     assert sorted(p.name for p in got.glob("checkpoint_*.pth")) == sorted(p.name for p in want.glob("checkpoint_*.pth"))
-
     # the same run, to the bit: gloo sums two ranks' gradients the same way whichever launcher holds them
     assert h.train_losses(got) == h.train_losses(want)
     h.assert_same_weights(h.trainable(got / "checkpoint_1.pth"), h.trainable(want / "checkpoint_1.pth"), atol=0.0)
+
+
+def test_two_launchers_train_as_one_launcher_with_two_processes(world, reference, tmp_path):
+    _two_launchers(_config(world, tmp_path))
+    _assert_same_run(tmp_path / "out" / "job", reference)
+
+
+def test_slurm_script_starts_one_launcher_per_node(world, reference, tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("srun", FAKE_SRUN), ("scontrol", FAKE_SCONTROL)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    path = os.pathsep.join([str(bin_dir), os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    env = _env(
+        PATH=path,
+        SLURM_SUBMIT_DIR=str(h.REPO_ROOT),
+        SLURM_JOB_NODELIST="node[1-2]",
+        SLURM_NNODES="2",
+        SLURM_JOB_ID="4242",
+        GPUS_PER_NODE="1",
+        MASTER_PORT=str(_free_port()),
+        CONFIG=str(_config(world, tmp_path)),
+    )
+    log = tmp_path / "sbatch.log"
+    _wait([_popen(["bash", str(SBATCH)], env, log)], [log], "scripts/slurm/stage1.sbatch")
+    _assert_same_run(tmp_path / "out" / "job", reference)
