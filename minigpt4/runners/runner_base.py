@@ -27,6 +27,10 @@ the non-finite count and the checkpointer's and metrics writer's states, so one 
 job. A run killed at any moment and resumed from its newest complete checkpoint replays exactly the iterations
 it lost, and its metrics read as if it had never stopped.
 
+Preemption (:mod:`minigpt4.runners.preemption`): SIGTERM / SIGUSR1 on any rank stop every rank after the same
+optimizer step (the flag rides on the per-iteration all-reduce of the non-finite check), with a step checkpoint,
+a log line and exit status 75.
+
 Distribution: under torchrun the model is wrapped in DDP; only the trainable parameters (``llama_proj``, LoRA)
 take part in the gradient all-reduce, and parameters and buffers are broadcast from rank 0 once, when wrapping.
 """
@@ -52,6 +56,7 @@ from minigpt4.runners import checkpointer as ckpt
 from minigpt4.runners.job import check_run_config, job_id_from_config, param_digest, training_device
 from minigpt4.runners.metrics import MetricsWriter
 from minigpt4.runners.precision import resolve_precision
+from minigpt4.runners.preemption import PREEMPTED_EXIT_CODE, Preempted, PreemptionGuard
 from minigpt4.runners.validator import Validator
 from minigpt4.tasks.base_task import batch_size_of
 
@@ -110,6 +115,8 @@ class RunnerBase:
         self.train_iter: Any = None
         self.global_step = 0
         self.nonfinite_total = self.nonfinite_in_a_row = 0
+        self.preemption = PreemptionGuard()
+        self.stop_ranks = 0  # ranks that had received a preemption signal, agreed by all ranks
 
     # -- setup ------------------------------------------------------------------------------------------------
     def select_train_datasets(self) -> dict[str, Any]:
@@ -207,12 +214,15 @@ class RunnerBase:
             self.run_dir,
         )
         try:
-            start_epoch, start_iter = divmod(self.global_step, self.iters_per_epoch)
-            for epoch in range(start_epoch, run.max_epoch):
-                self.train_epoch(epoch, start_iter if epoch == start_epoch else 0)
-                if run.valid_splits:
-                    self.validate(epoch)
-                self.save_checkpoint(epoch, ckpt.epoch_checkpoint_name(epoch))
+            with self.preemption:
+                start_epoch, start_iter = divmod(self.global_step, self.iters_per_epoch)
+                for epoch in range(start_epoch, run.max_epoch):
+                    self.train_epoch(epoch, start_iter if epoch == start_epoch else 0)
+                    if run.valid_splits:
+                        self.validate(epoch)
+                    self.save_checkpoint(epoch, ckpt.epoch_checkpoint_name(epoch))
+                    if self.stop_ranks and epoch + 1 < run.max_epoch:
+                        self.stop_for_preemption()
         finally:
             self.metrics.close()
         return self.finish(start_step)
@@ -247,9 +257,15 @@ class RunnerBase:
                     lr = self.optimizer.param_groups[0]["lr"]
                     bad = self.train_iter.bad_sample_counts()
                     self.metrics.log_train(self.global_step, epoch, i, loss_mean, lr, self.nonfinite_total, bad)
+                last_of_epoch = i + 1 == self.iters_per_epoch
                 save_freq = self.run_cfg.save_freq
-                if save_freq and self.global_step % save_freq == 0 and i + 1 < self.iters_per_epoch:
+                if save_freq and self.global_step % save_freq == 0 and not last_of_epoch:
                     self.save_checkpoint(epoch, ckpt.step_checkpoint_name(self.global_step))
+                if self.stop_ranks and boundary and not last_of_epoch:
+                    # (at the end of an epoch the epoch's validation and checkpoint come first, see train())
+                    if not (save_freq and self.global_step % save_freq == 0):
+                        self.save_checkpoint(epoch, ckpt.step_checkpoint_name(self.global_step))
+                    self.stop_for_preemption()
         finally:
             self.metrics.end_epoch()
 
@@ -258,7 +274,9 @@ class RunnerBase:
         """Loss and backward of one batch. Returns (loss mean over ranks, whether every rank's loss is finite).
 
         Under DDP the gradient all-reduce happens only when ``sync`` (the last iteration of an accumulation
-        window); a non-finite loss on any rank skips the backward on every rank.
+        window); a non-finite loss on any rank skips the backward on every rank. The same small all-reduce
+        carries this rank's preemption flag, so every rank learns in the same iteration that one of them was
+        signalled (``self.stop_ranks``), without a collective of its own.
         """
         no_sync = isinstance(self.ddp_model, DistributedDataParallel) and not sync
         with self.ddp_model.no_sync() if no_sync else contextlib.nullcontext():
@@ -266,10 +284,12 @@ class RunnerBase:
                 loss = self.task.train_step(self.ddp_model, samples)
             value = loss.detach().float()
             finite = torch.isfinite(value)
-            stats = torch.stack([torch.where(finite, value, torch.zeros_like(value)), (~finite).float()])
+            stop = torch.full((), float(self.preemption.requested), device=value.device)  # a fill, no copy
+            stats = torch.stack([torch.where(finite, value, torch.zeros_like(value)), (~finite).float(), stop])
             if self.world_size > 1:
                 dist.all_reduce(stats)
-            loss_sum, bad_ranks = stats.tolist()
+            loss_sum, bad_ranks, stop_ranks = stats.tolist()
+            self.stop_ranks = max(self.stop_ranks, int(stop_ranks))
             if bad_ranks:
                 return float("nan"), False
             scaled = loss / self.accum
@@ -322,6 +342,19 @@ class RunnerBase:
                 "run.amp_dtype=bfloat16 instead of float16, run.max_grad_norm=1.0, and check the data "
                 "(empty captions, broken images). Resume from the last checkpoint with run.auto_resume=True."
             )
+
+    def stop_for_preemption(self) -> None:
+        """Log and raise :class:`Preempted` (exit status 75) after the checkpoint of this step was written."""
+        last = self.checkpointer.last
+        here = self.preemption.received.name if self.preemption.received else "no signal on this rank"
+        message = (
+            f"preempted: a stop signal (SIGTERM/SIGUSR1) reached {self.stop_ranks} of {self.world_size} rank(s) "
+            f"(this rank: {here}); stopped after step {self.global_step} with the checkpoint {last}. Restart the same "
+            f"command with run.auto_resume=True to continue exactly; exiting with status {PREEMPTED_EXIT_CODE}"
+        )
+        logger.warning(message)
+        self.train_iter.close()
+        raise Preempted(message, str(last) if last else None, self.global_step)
 
     # -- validation -------------------------------------------------------------------------------------------
     def validate(self, epoch: int) -> None:
