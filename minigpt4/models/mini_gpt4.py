@@ -22,6 +22,7 @@ from minigpt4.common.registry import registry
 from minigpt4.models.base_model import freeze, resolve_model_path
 from minigpt4.models.blip2 import Blip2Base, qformer_sizes, vit_sizes
 from minigpt4.models.eva_vit import VIT_PRECISIONS
+from minigpt4.models.llm_attention import check_attn_implementation
 from minigpt4.models.llm_families import get_llm_family, load_causal_lm, load_tokenizer, model_type_configs
 from minigpt4.models.sequence_builder import SequenceBuilder
 
@@ -76,6 +77,7 @@ class MiniGPT4Config:
     lora_dropout: float = bounded(0.05, ge=0, lt=1)
     lora_target_modules: List[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
     llm_grad_checkpoint: bool = False
+    attn_implementation: str = "sdpa"  # the LLM's attention: sdpa | eager | flash_attention_2 (see llm_attention.py)
     # the LM head (hidden x vocab) only at positions that predict an answer token: the same loss, less compute
     # and memory; False applies it to every position (image and prompt too), as published
     sparse_lm_head: bool = True
@@ -213,7 +215,10 @@ class MiniGPT4(Blip2Base):
         dtype = TORCH_DTYPES[self._check_choice("torch_dtype", cfg.torch_dtype, TORCH_DTYPES)]
         if dtype == torch.float16:
             warn_if_fp16_is_slow_here("model.torch_dtype: float16", "model.torch_dtype=bfloat16")
-        kwargs: dict[str, Any] = {"dtype": dtype}
+        kwargs: dict[str, Any] = {
+            "dtype": dtype,
+            "attn_implementation": check_attn_implementation(cfg.attn_implementation),
+        }
         if cfg.low_resource:
             kwargs.update(self._low_resource_kwargs(cfg.device_8bit))
         llama_model = load_causal_lm(family, path, **kwargs)

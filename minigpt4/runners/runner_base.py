@@ -117,6 +117,7 @@ class RunnerBase:
         self.nonfinite_total = self.nonfinite_in_a_row = 0
         self.preemption = PreemptionGuard()
         self.stop_ranks = 0  # ranks that had received a preemption signal, agreed by all ranks
+        self.logged_scale: tuple[float, int] | None = None  # fp16: (loss scale at the last log, the step after it)
 
     # -- setup ------------------------------------------------------------------------------------------------
     def select_train_datasets(self) -> dict[str, Any]:
@@ -205,6 +206,8 @@ class RunnerBase:
             self.restore_rank_state(rank_states)
 
         start_step, total_steps = self.global_step, run.max_epoch * self.iters_per_epoch
+        if self.scaler is not None:
+            self.logged_scale = (self.scaler.get_scale(), self.global_step + 1)
         self.metrics.start_training(start_step, total_steps, self.world_size)
         logger.info(
             "training %d epochs x %d iterations from step %d; run folder %s",
@@ -238,7 +241,8 @@ class RunnerBase:
                     self.scheduler.step(cur_epoch=epoch, cur_step=i)
                 samples = next(self.train_iter)  # already on the device
                 boundary = (i + 1) % self.accum == 0
-                loss_mean, finite = self.forward_backward(samples, sync=boundary)
+                log_now = (self.global_step + 1) % self.run_cfg.log_freq == 0
+                loss_mean, finite = self.forward_backward(samples, sync=boundary, read_loss=log_now)
                 if finite:
                     self.nonfinite_in_a_row = 0
                 else:
@@ -253,7 +257,8 @@ class RunnerBase:
                         self.optimizer_step()
                 self.global_step += 1
                 self.metrics.iteration_done(self.global_step, batch_size_of(samples))
-                if self.global_step % self.run_cfg.log_freq == 0:
+                if log_now:
+                    self.log_scale_drop()
                     lr = self.optimizer.param_groups[0]["lr"]
                     bad = self.train_iter.bad_sample_counts()
                     self.metrics.log_train(self.global_step, epoch, i, loss_mean, lr, self.nonfinite_total, bad)
@@ -270,13 +275,16 @@ class RunnerBase:
             self.metrics.end_epoch()
 
     # -- the step ---------------------------------------------------------------------------------------------
-    def forward_backward(self, samples: dict[str, Any], sync: bool) -> tuple[float, bool]:
+    def forward_backward(self, samples: dict[str, Any], sync: bool, read_loss: bool = True) -> tuple[float, bool]:
         """Loss and backward of one batch. Returns (loss mean over ranks, whether every rank's loss is finite).
 
         Under DDP the gradient all-reduce happens only when ``sync`` (the last iteration of an accumulation
         window); a non-finite loss on any rank skips the backward on every rank. The same small all-reduce
         carries this rank's preemption flag, so every rank learns in the same iteration that one of them was
         signalled (``self.stop_ranks``), without a collective of its own.
+
+        This is the step's one host-device synchronisation: reading the finite and stop flags. The loss itself is
+        read (in the same read) only when ``read_loss`` (a log step); otherwise the returned loss is NaN.
         """
         no_sync = isinstance(self.ddp_model, DistributedDataParallel) and not sync
         with self.ddp_model.no_sync() if no_sync else contextlib.nullcontext():
@@ -288,7 +296,7 @@ class RunnerBase:
             stats = torch.stack([torch.where(finite, value, torch.zeros_like(value)), (~finite).float(), stop])
             if self.world_size > 1:
                 dist.all_reduce(stats)
-            loss_sum, bad_ranks, stop_ranks = stats.tolist()
+            loss_sum, bad_ranks, stop_ranks = stats.tolist() if read_loss else [float("nan"), *stats[1:].tolist()]
             self.stop_ranks = max(self.stop_ranks, int(stop_ranks))
             if bad_ranks:
                 return float("nan"), False
@@ -306,21 +314,25 @@ class RunnerBase:
             if max_norm:
                 self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(params, max_norm)
-            scale = self.scaler.get_scale()
-            self.scaler.step(self.optimizer)
+            self.scaler.step(self.optimizer)  # reads whether the gradients overflowed: GradScaler's own sync
             self.scaler.update()
-            if self.scaler.get_scale() < scale:
-                logger.info(
-                    "step %d: fp16 gradients overflowed; update skipped, loss scale %g -> %g",
-                    self.global_step + 1,
-                    scale,
-                    self.scaler.get_scale(),
-                )
         else:
             if max_norm:
                 torch.nn.utils.clip_grad_norm_(params, max_norm)
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+
+    def log_scale_drop(self) -> None:
+        """At a log step under fp16: say whether the loss scale fell (gradients overflowed, updates skipped) since
+        the previous log step. Read here, not at every step, to keep the step free of host-device syncs."""
+        if self.scaler is None:
+            return
+        scale = self.scaler.get_scale()
+        previous, since = self.logged_scale or (scale, self.global_step)
+        if scale < previous:
+            steps = f"step {self.global_step}" if since == self.global_step else f"steps {since}-{self.global_step}"
+            logger.info("%s: fp16 gradients overflowed; update skipped, loss scale %g -> %g", steps, previous, scale)
+        self.logged_scale = (scale, self.global_step + 1)
 
     def on_nonfinite(self, epoch: int, i: int) -> None:
         """Count a skipped iteration; stop after ``run.max_consecutive_nonfinite`` in a row."""
