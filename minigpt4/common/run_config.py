@@ -52,6 +52,11 @@ class RunConfig:
     world_size: int = bounded(1, gt=0)
     dist_url: str = "env://"
     distributed: bool = True
+    # how the job is spread over ranks: "ddp" (every rank holds the whole model, as published) or "fsdp" (the
+    # frozen modules of fsdp_modules sharded with FSDP2; see minigpt4/runners/fsdp.py). A new key: ``distributed``
+    # is the published flag that init_distributed_mode sets
+    parallelism: str = "ddp"
+    fsdp_modules: List[str] = field(default_factory=lambda: ["llama_model"])  # also visual_encoder, Qformer
     # set by init_distributed_mode from the launcher's environment (not meant to be configured)
     rank: int = bounded(0, ge=0)
     gpu: Optional[int] = None

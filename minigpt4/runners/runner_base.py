@@ -33,6 +33,8 @@ a log line and exit status 75.
 
 Distribution: under torchrun the model is wrapped in DDP; only the trainable parameters (``llama_proj``, LoRA)
 take part in the gradient all-reduce, and parameters and buffers are broadcast from rank 0 once, when wrapping.
+With ``run.parallelism: fsdp`` the frozen modules of ``run.fsdp_modules`` are sharded instead
+(:mod:`minigpt4.runners.fsdp`) and the replicated trainable gradients are averaged before each optimizer step.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from minigpt4.common import dist_utils
 from minigpt4.common.optims import build_lr_scheduler, build_optimizer
 from minigpt4.common.registry import registry
 from minigpt4.runners import checkpointer as ckpt
+from minigpt4.runners import fsdp
 from minigpt4.runners.job import check_run_config, job_id_from_config, param_digest, training_device
 from minigpt4.runners.metrics import MetricsWriter
 from minigpt4.runners.precision import resolve_precision
@@ -91,6 +94,8 @@ class RunnerBase:
         self.iters_per_epoch = self.resolve_iters_per_epoch()
         self.accum = int(run.accum_grad_iters)
         check_run_config(run, self.iters_per_epoch)
+        fsdp.check_parallelism(run, cfg.model_cfg)
+        self.fsdp = run.parallelism == "fsdp" and self.world_size > 1
 
         # 8-bit (low_resource) models are placed on their GPU when loaded and cannot be moved.
         self.model = model if cfg.model_cfg.get("low_resource", False) else model.to(self.device)
@@ -160,12 +165,20 @@ class RunnerBase:
         )
 
     def wrap_model(self) -> nn.Module:
-        """DDP over the trainable parameters when several ranks run; the model itself otherwise.
+        """DDP over the trainable parameters when several ranks run; the model itself otherwise. Under
+        ``run.parallelism: fsdp`` the frozen modules are sharded in place (:mod:`minigpt4.runners.fsdp`) instead.
 
         Parameters and buffers are broadcast from rank 0 once, at wrap time; after that the frozen towers stay
         identical on every rank, so buffers are not re-broadcast before every forward.
         """
         if self.world_size == 1:
+            return self.model
+        if self.fsdp:
+            full = fsdp.frozen_param_bytes(self.model)
+            fsdp.shard_frozen_modules(self.model, list(self.run_cfg.fsdp_modules))
+            logger.info(
+                "fsdp: frozen parameters on this rank %d -> %d bytes", full, fsdp.frozen_param_bytes(self.model)
+            )
             return self.model
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(
@@ -310,6 +323,8 @@ class RunnerBase:
         """Clip (``run.max_grad_norm``) and step; under fp16 the scaler skips a step whose gradients overflowed."""
         max_norm = self.run_cfg.max_grad_norm
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        if self.fsdp:  # the replicated trainable parameters: average their gradients, as DDP does
+            fsdp.all_reduce_gradients(params, self.world_size)
         if self.scaler is not None:
             if max_norm:
                 self.scaler.unscale_(self.optimizer)
@@ -459,10 +474,12 @@ class RunnerBase:
     def finish(self, start_step: int) -> dict[str, Any]:
         """Check that every rank holds the same weights and write summary.json."""
         digest = param_digest(self.model.trainable_state_dict())
-        digests = [digest]
+        mine = (digest, fsdp.frozen_param_bytes(self.model))
+        per_rank = [mine]
         if self.world_size > 1:
-            digests = [None] * self.world_size
-            dist.all_gather_object(digests, digest)
+            per_rank = [None] * self.world_size
+            dist.all_gather_object(per_rank, mine)
+        digests = [d for d, _ in per_rank]
         in_sync = len(set(digests)) == 1
         if not in_sync:
             logger.error("trainable weights differ between ranks: %s", digests)
@@ -483,6 +500,7 @@ class RunnerBase:
             "nonfinite_skipped": self.nonfinite_total,
             "bad_samples": dict(self.train_iter.bad_sample_counts()),
             "rank_param_digests": digests,
+            "rank_frozen_param_bytes": [b for _, b in per_rank],
             "ranks_in_sync": in_sync,
         }
         self.train_iter.close()
