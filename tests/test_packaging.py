@@ -174,7 +174,8 @@ def test_ci_script_runs_the_readme_commands():
         readme = f.read()
     assert os.access(os.path.join(ROOT, ".ci", "run"), os.X_OK)
     assert "set -euo pipefail" in ci
-    for command in ('pip install -e ".[dev]"', "ruff check .", "ruff format --check .", "python -m pytest -q tests"):
+    install = 'pip install -e ".[dev,curate]"'
+    for command in (install, "ruff check .", "ruff format --check .", "python -m pytest -q tests"):
         assert command in ci
-    for command in ('pip install -e ".[dev]"', "python -m pytest -q tests"):
+    for command in (install, "python -m pytest -q tests"):
         assert command in readme
