@@ -41,14 +41,14 @@ from minigpt4.common import jsonl_shards
 from minigpt4.common.jsonl_shards import done_records, part_files, part_path
 from minigpt4.conversation.batch import ask_batch
 from minigpt4.conversation.conversation import Chat, Conversation
-from minigpt4.conversation.generation import GenerationConfig
+from minigpt4.conversation.generation import GREEDY, GenerationConfig
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 DEFAULT_PROMPT = "Describe this image in detail."
 PROG = "python -m minigpt4.cli.caption"
-CAPTION_GENERATION = GenerationConfig(do_sample=False)
+CAPTION_GENERATION = GREEDY
 """Captioning decodes greedily (reproducible drafts); every other option is the demo's."""
 
 

@@ -87,6 +87,11 @@ class GenerationConfig:
         return kwargs
 
 
+GREEDY = GenerationConfig(do_sample=False)
+"""Greedy decoding, otherwise the published defaults: what batch captioning and evaluation start from, so their
+answers do not depend on a random draw."""
+
+
 # ----------------------------------------------------------------------------------------------------------
 # expected warnings
 # ----------------------------------------------------------------------------------------------------------

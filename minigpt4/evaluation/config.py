@@ -1,7 +1,7 @@
 """The schema of the ``evaluation`` section: prompts, decoding and output of ``evaluate.py``.
 
-Decoding defaults to greedy search without a repetition penalty (``do_sample: False``): evaluation numbers must
-not depend on a random draw. ``prompt`` and ``max_new_tokens`` left unset (None) take the task's own defaults
+Decoding is :data:`minigpt4.conversation.generation.GREEDY` (the one ``GenerationConfig``, greedy: evaluation
+numbers must not depend on a random draw); each decoding key set here overrides it. ``prompt`` and ``max_new_tokens`` left unset (None) take the task's own defaults
 (:mod:`minigpt4.tasks.evaluation_tasks`): a detailed-caption instruction, or a short-answer one with a few tokens.
 """
 
@@ -17,15 +17,17 @@ class EvaluationConfig:
 
     # the question asked about each item; "{question}" stands for the benchmark's question (VQA, POPE)
     prompt: Optional[str] = None  # None: the task's default
-    max_new_tokens: Optional[int] = None  # None: the task's default (short for short-answer tasks)
-    num_beams: int = 1
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 0.9
-    min_length: int = 1
-    repetition_penalty: float = 1.0
-    length_penalty: float = 1.0
-    max_length: int = 2000  # context + new tokens
+    # decoding: each key left unset (None) takes GREEDY's value (minigpt4/conversation/generation.py: the one
+    # GenerationConfig, greedy); max_new_tokens unset takes the task's default (short for short-answer tasks)
+    max_new_tokens: Optional[int] = None
+    num_beams: Optional[int] = None
+    do_sample: Optional[bool] = None
+    temperature: Optional[float] = None
+    top_p: Optional[float] = None
+    min_length: Optional[int] = None
+    repetition_penalty: Optional[float] = None
+    length_penalty: Optional[float] = None
+    max_length: Optional[int] = None  # context + new tokens
     limit: Optional[int] = None  # evaluate only the first N items of each set (a quick check)
     spice: bool = False  # captioning: also SPICE (its first run fetches Stanford CoreNLP models)
     progress_bar: bool = True  # tqdm bar with ETA on rank 0

@@ -15,12 +15,14 @@ default to a few new tokens (``DEFAULT_MAX_NEW_TOKENS``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from minigpt4.common.registry import registry
+from minigpt4.conversation.generation import GREEDY, GenerationConfig
 from minigpt4.datasets.builders.eval_builders import EvalDataset
 from minigpt4.evaluation.annotations import EvalItem
 from minigpt4.evaluation.captioning import caption_scores
@@ -31,16 +33,6 @@ from minigpt4.tasks.base_task import BaseTask
 logger = logging.getLogger(__name__)
 
 QUESTION = "{question}"
-GENERATION_KEYS = (
-    "num_beams",
-    "do_sample",
-    "temperature",
-    "top_p",
-    "min_length",
-    "repetition_penalty",
-    "length_penalty",
-    "max_length",
-)
 
 
 class EvaluationTask(BaseTask):
@@ -87,10 +79,11 @@ class EvaluationTask(BaseTask):
         return self.prompt().replace(QUESTION, item.question or "")
 
     def generation_options(self) -> dict[str, Any]:
-        """Keyword arguments of :meth:`Chat.answer_batch`."""
-        max_new = self.options.max_new_tokens
-        options = {key: self.options[key] for key in GENERATION_KEYS}
-        return {"max_new_tokens": max_new if max_new is not None else self.DEFAULT_MAX_NEW_TOKENS, **options}
+        """Keyword arguments of :meth:`Chat.answer_batch`: ``config``, :data:`GREEDY` with the decoding keys the
+        ``evaluation`` section sets, and the task's ``max_new_tokens`` where the section leaves it unset."""
+        overrides = {name: self.options[name] for name in GenerationConfig.names() if self.options[name] is not None}
+        overrides.setdefault("max_new_tokens", self.DEFAULT_MAX_NEW_TOKENS)
+        return {"config": dataclasses.replace(GREEDY, **overrides)}
 
     def score(self, items: Sequence[EvalItem], answers: Sequence[str], dataset: EvalDataset) -> dict[str, float]:
         """The metrics of ``answers[i]`` to ``items[i]``."""

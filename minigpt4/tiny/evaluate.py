@@ -33,7 +33,7 @@ from minigpt4.common.config import Config, add_debug_argument, run_entry_point
 from minigpt4.common.constants import IMAGE_PLACEHOLDER
 from minigpt4.common.registry import registry
 from minigpt4.conversation.conversation import IMAGE_MESSAGE, Chat, Conversation, SeparatorStyle, template_for
-from minigpt4.conversation.generation import GenerationConfig
+from minigpt4.conversation.generation import GREEDY, GenerationConfig
 from minigpt4.tiny import world
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ DEFAULT_HELDOUT = os.path.join("tiny_world", "heldout")
 DEFAULT_QUESTION = "Describe this image in detail."
 PROMPT_STYLES = ("stage1", "stage2", "chat")
 STAGE1_END_SYM = "\n"  # stage-1 captions end with the tiny model type's end_sym (configs/models/minigpt4_tiny.yaml)
-EVAL_GENERATION = GenerationConfig(do_sample=False, max_new_tokens=60)
+EVAL_GENERATION = dataclasses.replace(GREEDY, max_new_tokens=60)
 """How the evaluation decodes: greedy, 60 new tokens at most (the descriptions are shorter)."""
 _SENTENCE_END = re.compile(r"[.!?](\s|$)")
 

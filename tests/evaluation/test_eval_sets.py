@@ -3,11 +3,13 @@ balanced with negatives of each kind."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
 from minigpt4.evaluation.annotations import read_captions, read_pope, read_vqa
 from minigpt4.evaluation.vqa import vqa_accuracy
+from minigpt4.tasks import setup_task
 from minigpt4.tiny import world
 
 
@@ -64,4 +66,19 @@ def test_benchmark_eval_configs_load_once_their_paths_are_set():
             options += [f"datasets.{dataset}.build_info.{k}=x" for k, v in section["build_info"].items() if v == "???"]
         cfg = Config.load(path, options)
         assert cfg.run_cfg.task in ("captioning", "vqa", "pope")
-        assert cfg.evaluation_cfg.max_new_tokens and cfg.evaluation_cfg.do_sample is False
+        assert cfg.evaluation_cfg.max_new_tokens
+        generation = setup_task(cfg).generation_options()["config"]  # what answer_batch is given
+        assert generation.do_sample is False and generation.max_new_tokens == cfg.evaluation_cfg.max_new_tokens
+
+
+def test_evaluation_decoding_is_greedy_with_the_section_overrides():
+    from minigpt4.conversation.generation import GREEDY
+    from minigpt4.tasks.evaluation_tasks import VQATask
+
+    section = {name: None for name in ("prompt", "max_new_tokens", "num_beams", "do_sample", "temperature")}
+    section |= {"top_p": None, "min_length": None, "repetition_penalty": None, "length_penalty": None}
+    section |= {"max_length": None}
+    default = VQATask(section).generation_options()["config"]
+    assert default == dataclasses.replace(GREEDY, max_new_tokens=VQATask.DEFAULT_MAX_NEW_TOKENS)
+    tuned = VQATask(section | {"num_beams": 3, "max_new_tokens": 5}).generation_options()["config"]
+    assert (tuned.num_beams, tuned.max_new_tokens, tuned.do_sample) == (3, 5, False)
