@@ -32,7 +32,7 @@ import torch.distributed as dist
 from torch.utils.data import BatchSampler, ConcatDataset, DataLoader, Dataset, DistributedSampler, IterableDataset
 
 from minigpt4.datasets.datasets.common import FLUSH_KEY, META_KEY, collate, derive_seed
-from minigpt4.datasets.datasets.webdataset_source import ImageTextWebDataset, StreamPlan
+from minigpt4.datasets.datasets.webdataset_source import StreamPlan
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +88,11 @@ class _Source:
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.rank, self.world_size, self.seed = rank, world, seed
         self.streaming = isinstance(dataset, IterableDataset)
-        if self.streaming and not isinstance(dataset, ImageTextWebDataset):
-            raise TypeError(f"{name}: iterable datasets must be ImageTextWebDataset, got {type(dataset).__name__}")
+        if self.streaming and not callable(getattr(dataset, "with_plan", None)):
+            raise TypeError(
+                f"{name}: an iterable dataset must stream by a StreamPlan (with_plan(), as ImageTextWebDataset), "
+                f"got {type(dataset).__name__}"
+            )
         self.epoch = 0
         self.batches = 0  # consumed in this epoch
         self.cursors = [0] * max(1, num_workers)  # raw samples consumed per stream role (webdataset)

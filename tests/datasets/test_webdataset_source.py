@@ -1,4 +1,3 @@
-import io
 import json
 import tarfile
 from pathlib import Path
@@ -6,17 +5,22 @@ from pathlib import Path
 import pytest
 from torch.utils.data import DataLoader
 
+from minigpt4.common.config import Config
+from minigpt4.common.registry import registry
 from minigpt4.datasets.data_utils import TrainIterator
-from minigpt4.datasets.datasets.common import META_KEY, BadSampleCounter, collate
+from minigpt4.datasets.datasets.common import META_KEY, collate
 from minigpt4.datasets.datasets.webdataset_source import (
+    DEFAULT_CAPTION_KEY,
+    DEFAULT_IMAGE_KEY,
     ImageTextWebDataset,
-    MemberRef,
     StreamPlan,
     expand_shards,
-    iter_tar_samples,
+    parse_caption_key,
+    parse_image_key,
 )
 from minigpt4.processors.blip_processors import Blip2ImageTrainProcessor, BlipCaptionProcessor
 from tests.datasets.shard_utils import good_members, image_bytes, write_good_shards, write_tar
+from tests.datasets.test_builders import write_config
 
 
 def make_dataset(storage, **kw) -> ImageTextWebDataset:
@@ -165,24 +169,54 @@ def test_relative_patterns_are_looked_up_from_the_current_directory(tmp_path: Pa
         expand_shards("data/none/{0..1}.tar")
 
 
-def test_lazy_reading_gives_the_same_samples_and_errors(tmp_path: Path):
-    """Resume reads shards header by header; samples, bytes and errors must match a full read."""
-    plant_bad_shards(tmp_path)
-    gz = tmp_path / "00004.tar.gz"
-    with tarfile.open(gz, "w:gz") as tar:
-        for name, data in good_members("g0", "gz sample"):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    for shard in sorted(tmp_path.iterdir()):
-        eager_counter, lazy_counter = BadSampleCounter("eager"), BadSampleCounter("lazy")
-        eager = list(iter_tar_samples(str(shard), eager_counter))
-        lazy = list(iter_tar_samples(str(shard), lazy_counter, lazy=True))
-        assert eager_counter.counts == lazy_counter.counts, shard.name
-        materialized = [{k: v.read() if isinstance(v, MemberRef) else v for k, v in s.items()} for s in lazy]
-        assert materialized == eager, shard.name
-    assert any(
-        isinstance(v, MemberRef)
-        for s in iter_tar_samples(str(tmp_path / "00000.tar"), eager_counter, True)
-        for v in s.values()
-    )
+def test_malformed_json_is_its_own_reason(tmp_path: Path, caplog):
+    members = [("badjson.jpg", image_bytes()), ("badjson.json", b'{"caption": "cut')]  # no txt to fall back on
+    members += [("zero.jpg", b""), ("zero.txt", b"zero-byte image")]
+    members += [("nocap.jpg", image_bytes()), ("nocap.json", json.dumps({"url": "http://x"}).encode())]
+    members += good_members("a0", "good a0")  # last: its meta record carries the counts of the bad ones
+    write_tar(tmp_path / "00000.tar", members)
+    with caplog.at_level("WARNING", logger="minigpt4.datasets.datasets.common"):
+        samples = list(make_dataset(f"{tmp_path}/00000.tar"))
+    assert [s["answer"] for s in samples] == ["good a0"]
+    assert samples[-1][META_KEY][2] == {"bad_json": 1, "image_decode": 1, "no_caption": 1}
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("(bad_json)" in m and f"shard {tmp_path / '00000.tar'}, key badjson" in m for m in messages), messages
+
+
+def test_image_and_caption_keys(tmp_path: Path):
+    """Other member names (as other img2dataset settings write them) are read when the keys say so."""
+    members = []
+    for i in range(3):
+        members += [
+            (f"k{i}.image.png", image_bytes("PNG")),
+            (f"k{i}.meta.json", json.dumps({"text": f"t{i}"}).encode()),
+        ]
+    members += [("k3.image.png", image_bytes("PNG")), ("k3.alt", b"from alt")]
+    write_tar(tmp_path / "00000.tar", members)
+    storage = f"{tmp_path}/00000.tar"
+    default = list(make_dataset(storage))
+    assert default == [] or all("answer" not in s for s in default)
+    ds = make_dataset(storage, image_key="image.png", caption_key="meta.json:text;alt")
+    assert [s["answer"] for s in ds] == ["t0", "t1", "t2", "from alt"]
+    assert parse_image_key("JPG; png") == ("jpg", "png")
+    assert [(m.ext, m.field) for m in parse_caption_key("json:caption;txt")] == [("json", "caption"), ("txt", None)]
+    for bad in ("", " ; ", "json:"):
+        with pytest.raises(ValueError, match="caption_key"):
+            parse_caption_key(bad)
+    with pytest.raises(ValueError, match="image_key"):
+        make_dataset(storage, image_key=";")
+
+
+def test_keys_come_from_the_dataset_yaml(tmp_path: Path):
+    """``image_key``/``caption_key`` of a dataset section reach the reader; the shipped defaults are today's."""
+    write_tar(tmp_path / "00000.tar", [("k0.webp", image_bytes("WEBP")), ("k0.cap", b"from cap"), ("k0.txt", b"txt")])
+    small = {"train": {"name": "blip2_image_train", "image_size": 8}}
+    section = {"build_info": {"storage": f"{tmp_path}/00000.tar"}, "vis_processor": small, "shuffle_buffer": 1}
+    datasets = {"laion": {**section, "image_key": "webp", "caption_key": "cap"}, "cc_sbu": section}
+    path = write_config(tmp_path, datasets)
+    cfg = Config.load(path)
+    assert cfg.datasets_cfg.cc_sbu.image_key == DEFAULT_IMAGE_KEY == "jpg;jpeg;png;webp"
+    assert cfg.datasets_cfg.cc_sbu.caption_key == DEFAULT_CAPTION_KEY == "json:caption;txt"
+    built = {n: registry.get_builder_class(n)(s).build_datasets()["train"] for n, s in cfg.datasets_cfg.items()}
+    assert [s["answer"] for s in built["laion"].with_plan(StreamPlan())] == ["from cap"]
+    assert [s["answer"] for s in built["cc_sbu"].with_plan(StreamPlan())] == ["txt"]

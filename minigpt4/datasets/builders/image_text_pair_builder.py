@@ -12,7 +12,11 @@ from minigpt4.common.config import bounded, path_field
 from minigpt4.common.registry import registry
 from minigpt4.datasets.builders.base_builder import TRAIN_SPLIT, BaseDatasetBuilder, DatasetConfig
 from minigpt4.datasets.datasets.cc_sbu_align_dataset import CCSBUAlignDataset
-from minigpt4.datasets.datasets.webdataset_source import ImageTextWebDataset
+from minigpt4.datasets.datasets.webdataset_source import (
+    DEFAULT_CAPTION_KEY,
+    DEFAULT_IMAGE_KEY,
+    ImageTextWebDataset,
+)
 
 
 @dataclass
@@ -28,6 +32,8 @@ class WebDatasetConfig(DatasetConfig):
     build_info: WebDatasetBuildInfo = field(default_factory=WebDatasetBuildInfo)
     resampled: bool = True  # draw shards with replacement forever (published stage 1); False: epochs
     shuffle_buffer: int = bounded(1000, ge=0)  # raw samples held for shuffling (<= 1: none)
+    image_key: str = DEFAULT_IMAGE_KEY  # image member extensions, the first present is used
+    caption_key: str = DEFAULT_CAPTION_KEY  # caption members or JSON fields ("json:caption"), first non-empty used
 
 
 @dataclass
@@ -63,6 +69,8 @@ class ImageTextWebDatasetBuilder(BaseDatasetBuilder):
             resampled=cfg.resampled,
             shuffle_buffer=cfg.shuffle_buffer,
             name=self.name if split == TRAIN_SPLIT else f"{self.name}/{split}",
+            image_key=cfg.image_key,
+            caption_key=cfg.caption_key,
         )
 
 

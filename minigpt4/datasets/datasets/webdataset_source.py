@@ -1,20 +1,25 @@
 """Stage-1 image-text pairs from webdataset tar shards (the img2dataset layout: ``KEY.jpg``, ``KEY.json``, ``KEY.txt``).
 
-The pipeline is plain ``tarfile`` streaming, in this order, for each *stream* (one per rank and loader worker):
+The shards are read with the webdataset library. A shard spec is a local brace pattern
+(``/data/laion/{00000..10488}.tar``), a ``pipe:`` command (``pipe:aws s3 cp s3://bucket/{00000..10488}.tar -``,
+expanded to one command per shard) or an http(s) URL (read with ``curl``, webdataset's opener); several specs are
+joined by ``::``. For each *stream* (one per rank and loader worker), in this order:
 
-1. shard list: brace patterns expanded (``/data/laion/{00000..10488}.tar``, several joined by ``::``);
-   ``resampled`` streams draw shards at random with replacement forever (seeded by seed, rank, stream), the
-   finite mode shuffles the list once per epoch and gives stream ``s`` of ``S`` the shards ``s::S``;
-2. tar members grouped by key (the file name up to its first dot) into raw samples ``{ext: bytes}``;
-3. a shuffle buffer over raw samples (seeded per stream and epoch);
-4. decoding (image to RGB, caption from ``json["caption"]`` or ``txt``) and the processors, with the crop RNG
-   seeded per sample.
+1. shard list: the specs expanded (:func:`expand_shards`); ``resampled`` streams draw shards at random with
+   replacement forever (seeded by seed, rank, stream), the finite mode shuffles the list once per epoch and gives
+   stream ``s`` of ``S`` the shards ``s::S`` (a deterministic split of ranks and loader workers);
+2. each shard opened with ``webdataset.gopen`` and expanded by webdataset's tar stages (``tar_file_expander``,
+   ``group_by_keys``: the stages of ``tarfile_to_samples``) into raw samples ``{ext: bytes}``; their ``handler``
+   hook counts a shard that cannot be opened or read and ends that shard (:func:`iter_shard_samples`);
+3. webdataset's shuffle buffer over raw samples (seeded per stream and epoch);
+4. decoding (the image from the first member of ``image_key`` the sample has, the caption from ``caption_key``)
+   and the processors, with the crop RNG seeded per sample.
 
-A sample that cannot be used is skipped and counted per reason (:data:`BAD_REASONS`). Every sample carries a
-small meta record (stream id, how many raw samples the stream has consumed, the stream's bad-sample counts) that
-:mod:`minigpt4.datasets.data_utils` uses to resume exactly: it restarts each stream and drops the recorded number
-of raw samples after step 3, before any image is decoded; shards are then read header by header (the bytes of
-the dropped samples are never read).
+A sample that cannot be used is skipped and counted per reason (:data:`BAD_REASONS`), and the first few of each
+reason are logged with their shard and key. Every sample carries a small meta record (stream id, how many raw
+samples the stream has consumed, the stream's bad-sample counts) that :mod:`minigpt4.datasets.data_utils` uses to
+resume exactly: it restarts each stream and drops the recorded number of raw samples after step 3, before any image
+is decoded (their bytes are read again, as a stream must be, but nothing is decoded).
 """
 
 from __future__ import annotations
@@ -26,15 +31,20 @@ import json
 import logging
 import os
 import random
+import re
+import subprocess
 import tarfile
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import webdataset as wds
 from braceexpand import braceexpand
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
+from webdataset.shardlists import expand_urls
+from webdataset.tariterators import base_plus_ext, group_by_keys, tar_file_expander
 
 from minigpt4.common.utils import get_repo_root
 from minigpt4.datasets.datasets.common import (
@@ -50,21 +60,42 @@ from minigpt4.datasets.datasets.common import (
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
-BAD_REASONS = ("tar_error", "no_image", "image_decode", "no_caption", "processor_error")
+DEFAULT_IMAGE_KEY = "jpg;jpeg;png;webp"  # alternatives, the first present is the image
+DEFAULT_CAPTION_KEY = "json:caption;txt"  # json["caption"], else the txt member
+BAD_REASONS = (
+    "read_error",  # a shard could not be opened or read: missing, a failing pipe: command, an HTTP error or drop
+    "tar_error",  # a shard's bytes are not a tar or end short (the shard ends there)
+    "no_image",
+    "image_decode",  # zero-byte, truncated or undecodable image
+    "bad_json",  # the caption's JSON member is not valid JSON (and no other caption member gave one)
+    "no_caption",  # no caption member, or an empty / non-text caption
+    "processor_error",
+)
 MAX_BAD_IN_A_ROW = 10000  # a stream with this many unusable samples in a row is misconfigured
-_TAR_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error)
+PIPE_EXIT_WAIT_S = 60.0  # how long to wait for a pipe: command that closed its output to report its status
+_TAR_ERRORS = (tarfile.TarError, EOFError, zlib.error)
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # a scheme of 2+ letters: pipe:, http:, s3:... (not C:\)
+_BAD_MARK = "__bad__"  # a member suffix that makes webdataset's group_by_keys drop the sample (valid_sample)
+
+
+# shard specs -----------------------------------------------------------------------------------------------------
+def is_url(spec: str) -> bool:
+    """Whether a shard spec is read through a URL opener (``pipe:``, ``http:``...) rather than as a local path."""
+    return bool(_URL.match(spec)) and not spec.startswith("file:")
 
 
 def expand_shards(storage: str | Sequence[str]) -> list[str]:
-    """Expand brace patterns (and globs) into existing shard files.
+    """Expand shard specs into one spec per shard.
 
     Args:
-        storage: one pattern, several joined by ``::``, or a list of patterns. A relative pattern is tried
-            against the current directory, then the repository root (see :func:`data_search_dirs`).
+        storage: one spec, several joined by ``::``, or a list of specs. A URL spec (``pipe:...``,
+            ``http(s)://...``) is brace-expanded as webdataset does (a ``pipe:`` command gives one command per
+            shard) and not checked here. A local pattern (``file:`` prefix optional; braces and globs) must match
+            existing files; a relative one is tried against the current directory, then the repository root
+            (see :func:`data_search_dirs`); missing shards of a brace list are skipped with a warning.
 
     Raises:
-        FileNotFoundError: a pattern matches no file (the pattern is in the message).
+        FileNotFoundError: a local pattern matches no file (the pattern is in the message), or no spec is given.
     """
     patterns = storage.split("::") if isinstance(storage, str) else list(storage)
     patterns = [os.path.expanduser(p.strip()) for p in patterns if p and p.strip()]
@@ -72,22 +103,29 @@ def expand_shards(storage: str | Sequence[str]) -> list[str]:
         raise FileNotFoundError("no shard pattern given (build_info.storage is empty)")
     shards: list[str] = []
     for pattern in patterns:
-        bases = [""] if os.path.isabs(pattern) else data_search_dirs()
-        for base in bases:
-            names = list(braceexpand(os.path.join(base, pattern)))
-            found = [f for name in names for f in _existing(name)]
-            if found:
-                break
-        if not found:
-            where = "" if os.path.isabs(pattern) else f" (relative to {' or '.join(bases)})"
-            raise FileNotFoundError(f"no shard file matches {pattern!r}{where}; {len(names)} names expanded")
-        missing = len(names) - len(found)
-        if missing > 0 and not any(glob.has_magic(n) for n in names):
-            logger.warning(
-                "%d of %d shards of %r do not exist; using the %d that do", missing, len(names), pattern, len(found)
-            )
-        shards.extend(found)
+        if is_url(pattern):
+            shards.extend(expand_urls(pattern))
+        else:
+            shards.extend(_expand_local(re.sub(r"^file:(//)?", "", pattern)))
     return shards
+
+
+def _expand_local(pattern: str) -> list[str]:
+    bases = [""] if os.path.isabs(pattern) else data_search_dirs()
+    for base in bases:
+        names = list(braceexpand(os.path.join(base, pattern)))
+        found = [f for name in names for f in _existing(name)]
+        if found:
+            break
+    if not found:
+        where = "" if os.path.isabs(pattern) else f" (relative to {' or '.join(bases)})"
+        raise FileNotFoundError(f"no shard file matches {pattern!r}{where}; {len(names)} names expanded")
+    missing = len(names) - len(found)
+    if missing > 0 and not any(glob.has_magic(n) for n in names):
+        logger.warning(
+            "%d of %d shards of %r do not exist; using the %d that do", missing, len(names), pattern, len(found)
+        )
+    return found
 
 
 def data_search_dirs() -> list[str]:
@@ -101,93 +139,183 @@ def _existing(name: str) -> list[str]:
     return [name] if os.path.isfile(name) else []
 
 
-def _split_key(name: str) -> tuple[str, str] | None:
-    directory, base = os.path.split(name)
-    if "." not in base:
-        return None
-    key, ext = base.split(".", 1)
-    return os.path.join(directory, key), ext.lower()
-
-
+# sample keys -----------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class MemberRef:
-    """Where a member's bytes lie in an uncompressed tar: read on demand (resume skips them unread)."""
+class CaptionMember:
+    """One place a caption may be: the member ``ext`` as text, or the string ``field`` of the JSON member ``ext``."""
 
-    path: str
-    offset: int
-    size: int
+    ext: str
+    field: str | None = None
 
-    def read(self) -> bytes:
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
-            data = f.read(self.size)
-        if len(data) != self.size:
-            raise EOFError(f"{self.path}: {self.size} bytes expected at {self.offset}, got {len(data)}")
+
+def parse_image_key(spec: str) -> tuple[str, ...]:
+    """``"jpg;png"`` -> ``("jpg", "png")``: member extensions tried in order (webdataset's ``;`` alternatives)."""
+    exts = tuple(e.strip().lower() for e in str(spec).split(";") if e.strip())
+    if not exts or any(":" in e for e in exts):
+        raise ValueError(f"image_key {spec!r}: expected member extensions separated by ';', e.g. {DEFAULT_IMAGE_KEY!r}")
+    return exts
+
+
+def parse_caption_key(spec: str) -> tuple[CaptionMember, ...]:
+    """``"json:caption;txt"`` -> the JSON member's ``caption`` field, else the ``txt`` member, in that order."""
+    members = []
+    for part in (p.strip() for p in str(spec).split(";")):
+        if not part:
+            continue
+        ext, _, name = part.partition(":")
+        if not ext.strip() or (":" in part and not name.strip()):
+            members = []
+            break
+        members.append(CaptionMember(ext.strip().lower(), name.strip() or None))
+    if not members:
+        raise ValueError(
+            f"caption_key {spec!r}: expected members ('txt') or JSON fields ('json:caption') separated by ';', "
+            f"e.g. {DEFAULT_CAPTION_KEY!r}"
+        )
+    return tuple(members)
+
+
+def find_caption(raw: dict[str, Any], members: Sequence[CaptionMember]) -> tuple[str | None, str]:
+    """The first non-empty caption of ``members`` in ``raw``, or None and the reason (``bad_json``/``no_caption``)."""
+    reason = "no_caption"
+    for member in members:
+        data = raw.get(member.ext)
+        if not isinstance(data, bytes):
+            continue
+        if member.field is None:
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            if text.strip():
+                return text, ""
+            continue
+        try:
+            meta = json.loads(data)
+        except (ValueError, UnicodeDecodeError):  # UnicodeDecodeError is a ValueError; named for the reader
+            reason = "bad_json"
+            continue
+        value = meta.get(member.field) if isinstance(meta, dict) else None
+        if isinstance(value, str) and value.strip():
+            return value, ""
+    return None, reason
+
+
+# one shard through webdataset ------------------------------------------------------------------------------------
+class _ShardStream:
+    """The stream ``webdataset.gopen`` opened, noting whether its end was reached (a short read)."""
+
+    def __init__(self, url: str, raw: Any) -> None:
+        self.url, self.raw, self.at_eof = url, raw, False
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        if size is None or size < 0 or len(data) < size:
+            self.at_eof = True
         return data
 
-
-def iter_tar_samples(path: str, counter: BadSampleCounter, lazy: bool = False) -> Iterator[dict[str, Any]]:
-    """Raw samples ``{"__key__", "__url__", ext: bytes}`` of one tar, members grouped by consecutive key.
-
-    An unreadable shard or member ends the shard and counts one ``tar_error``; the sample being assembled at
-    that point is dropped. With ``lazy`` (used to fast-forward on resume) an uncompressed tar is read header by
-    header and the values are :class:`MemberRef`; the samples and errors are the same as when reading it whole.
-    """
-    if lazy:
+    def failed_command(self) -> str | None:
+        """For a ``pipe:``/http stream whose output ended: why its command failed, or None if it did not."""
+        proc = getattr(self.raw, "proc", None)
+        if proc is None or not self.at_eof:
+            return None
         try:
-            tar = tarfile.open(path, mode="r:")
-        except _TAR_ERRORS:
-            lazy = False  # compressed or damaged: read it as a stream (same samples, same errors)
+            status = proc.wait(PIPE_EXIT_WAIT_S)
+        except subprocess.TimeoutExpired:
+            return None
+        if status in getattr(self.raw, "ignore_status", [0]):
+            return None
+        return f"the command reading it exited with status {status}"
+
+    def close(self) -> None:
+        try:
+            self.raw.close()
+        except Exception as err:  # a pipe stopped early may report a status; the shard's samples are already out
+            logger.debug("closing shard %s: %s", self.url, _describe(err))
+
+    def __str__(self) -> str:  # webdataset appends "@ <stream>" to error messages
+        return self.url
+
+
+def _describe(err: BaseException) -> str:
+    """An error in plain words: its type and first argument (webdataset appends streams and URLs to the rest)."""
+    first = str(err.args[0]) if err.args else ""
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
+
+
+class _ShardErrors:
+    """The ``handler`` and ``select_files`` hooks of webdataset's tar stages for one shard."""
+
+    def __init__(self, url: str, stream: _ShardStream, counter: BadSampleCounter) -> None:
+        self.url, self.stream, self.counter = url, stream, counter
+        self.last_member: str | None = None  # the member being read when an error comes
+        self.failed_key: str | None = None
+        self.pending: tuple[str, str, str] | None = None  # (reason, where, detail), counted once the shard is out
+
+    def select(self, fname: str) -> bool:
+        self.last_member = fname
+        return True
+
+    def on_tar_error(self, err: Exception) -> bool:
+        """Note the error and end the shard (False); the sample being assembled is dropped.
+
+        The error is counted by :meth:`report` after the shard's last good sample, where a reader that groups
+        members as they come meets it (``group_by_keys`` holds a sample back until it sees the next key).
+        """
+        failed = self.stream.failed_command()
+        if failed is not None:
+            reason, detail = "read_error", f"{failed} ({_describe(err)})"
         else:
-            tar.close()
-    current: dict[str, Any] | None = None
+            reason, detail = ("tar_error" if isinstance(err, _TAR_ERRORS) else "read_error"), _describe(err)
+        self.failed_key = base_plus_ext(self.last_member)[0] if self.last_member else None
+        where = f"shard {self.url}" + (f", key {self.failed_key}" if self.failed_key else "")
+        self.pending = (reason, where, detail)
+        return False
+
+    def report(self) -> None:
+        if self.pending is not None:
+            self.counter.add(*self.pending)
+            self.pending = None
+
+    def on_group_error(self, err: Exception) -> bool:
+        """A member name repeated within a sample: count it and go on (the first copy is kept)."""
+        self.counter.add("tar_error", f"shard {self.url}", _describe(err))
+        return True
+
+    def files(self, files: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """The tar members, without webdataset's end-of-shard marker (one shard per pipeline); after an error, a
+        member that marks the sample being assembled bad so that ``group_by_keys`` drops it."""
+        for item in files:
+            if item:
+                yield item
+        if self.failed_key is not None:
+            yield {"fname": f"{self.failed_key}.{_BAD_MARK}", "data": True, "__url__": self.url}
+
+
+def iter_shard_samples(url: str, counter: BadSampleCounter) -> Iterator[dict[str, Any]]:
+    """Raw samples ``{"__key__", "__url__", ext: bytes}`` of one shard (a local path, ``pipe:`` or URL).
+
+    The shard is opened with ``webdataset.gopen`` and expanded by webdataset's ``tar_file_expander`` and
+    ``group_by_keys``. A shard that cannot be opened or read counts one ``read_error``, bytes that are not a tar or
+    end short one ``tar_error``; the shard ends there and the sample being assembled is dropped.
+    """
     try:
-        file_size = os.path.getsize(path)
-        with tarfile.open(path, mode="r:" if lazy else "r|*") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                split = _split_key(member.name)
-                if split is None:
-                    continue
-                key, ext = split
-                if current is not None and current["__key__"] != key:
-                    yield current
-                    current = None
-                if current is None:
-                    current = {"__key__": key, "__url__": path}
-                if not lazy:
-                    current[ext] = tar.extractfile(member).read()  # type: ignore[union-attr]
-                elif member.offset_data + member.size > file_size:
-                    raise tarfile.ReadError("unexpected end of data")
-                else:
-                    current[ext] = MemberRef(path, member.offset_data, member.size)
-    except _TAR_ERRORS as err:
-        where = f"{path}" + (f" after {current['__key__']}" if current else "")
-        counter.add("tar_error", where, err)
+        stream = _ShardStream(url, wds.gopen(url, "rb"))
+    except Exception as err:  # a missing file, an unknown scheme...
+        counter.add("read_error", f"shard {url}", _describe(err))
         return
-    if current is not None:
-        yield current
+    hooks = _ShardErrors(url, stream, counter)
+    try:
+        files = tar_file_expander(
+            [{"url": url, "stream": stream}], handler=hooks.on_tar_error, select_files=hooks.select
+        )
+        yield from group_by_keys(hooks.files(files), handler=hooks.on_group_error)
+        hooks.report()
+    finally:
+        stream.close()
 
 
-def shuffle_buffer(items: Iterator[Any], size: int, rng: random.Random) -> Iterator[Any]:
-    """Yield ``items`` in a locally shuffled order using a buffer of ``size`` (<= 1: unchanged)."""
-    if size <= 1:
-        yield from items
-        return
-    buf: list[Any] = []
-    for item in items:
-        buf.append(item)
-        if len(buf) >= size:
-            k = rng.randrange(len(buf))
-            buf[k], buf[-1] = buf[-1], buf[k]
-            yield buf.pop()
-    while buf:
-        k = rng.randrange(len(buf))
-        buf[k], buf[-1] = buf[-1], buf[k]
-        yield buf.pop()
-
-
+# the dataset -----------------------------------------------------------------------------------------------------
 @dataclass
 class StreamPlan:
     """Where this copy of the dataset sits: set by the train iterator before it makes a DataLoader."""
@@ -205,12 +333,14 @@ class ImageTextWebDataset(IterableDataset):
     """Endless (``resampled``) or finite stream of ``{"image", "answer"}`` from webdataset shards.
 
     Args:
-        storage: shard pattern(s), see :func:`expand_shards`; checked at construction.
+        storage: shard spec(s), see :func:`expand_shards`; local patterns are checked at construction.
         vis_processor: PIL image -> tensor.
         text_processor: caption -> text.
         resampled: draw shards with replacement forever (stage-1 training) instead of one pass per epoch.
         shuffle_buffer: size of the raw-sample shuffle buffer (<= 1: no shuffling).
         name: the source name used in logs.
+        image_key: image member extensions, the first present is used (see :func:`parse_image_key`).
+        caption_key: caption members or JSON fields, the first non-empty is used (see :func:`parse_caption_key`).
     """
 
     def __init__(
@@ -221,8 +351,12 @@ class ImageTextWebDataset(IterableDataset):
         resampled: bool = True,
         shuffle_buffer: int = 1000,
         name: str = "webdataset",
+        image_key: str = DEFAULT_IMAGE_KEY,
+        caption_key: str = DEFAULT_CAPTION_KEY,
     ) -> None:
         super().__init__()
+        self.image_exts = parse_image_key(image_key)
+        self.caption_members = parse_caption_key(caption_key)
         self.shards = expand_shards(storage)
         self.vis_processor = vis_processor
         self.text_processor = text_processor
@@ -230,7 +364,16 @@ class ImageTextWebDataset(IterableDataset):
         self.shuffle_buffer = shuffle_buffer
         self.name = name
         self.plan = StreamPlan()
-        logger.info("%s: %d shards, resampled=%s, shuffle buffer %d", name, len(self.shards), resampled, shuffle_buffer)
+        logger.info(
+            "%s: %d shards (first %s), resampled=%s, shuffle buffer %d, image %r, caption %r",
+            name,
+            len(self.shards),
+            self.shards[0],
+            resampled,
+            shuffle_buffer,
+            image_key,
+            caption_key,
+        )
 
     def with_plan(self, plan: StreamPlan) -> ImageTextWebDataset:
         """A shallow copy that streams according to ``plan``."""
@@ -256,17 +399,24 @@ class ImageTextWebDataset(IterableDataset):
             logger.warning("%s: %d shards for %d streams: some streams get no data", self.name, len(order), streams)
         yield from order[stream::streams]
 
-    def _tar_samples(
-        self, stream: int, streams: int, counter: BadSampleCounter, lazy: Callable[[], bool]
-    ) -> Iterator[dict[str, Any]]:
+    def _tar_samples(self, stream: int, streams: int, counter: BadSampleCounter) -> Iterator[dict[str, Any]]:
         empty_in_a_row, limit = 0, 2 * len(self.shards) + 10
         for shard in self._shard_sequence(stream, streams):
             n = 0
-            for n, sample in enumerate(iter_tar_samples(shard, counter, lazy()), start=1):  # noqa: B007
+            for n, sample in enumerate(iter_shard_samples(shard, counter), start=1):  # noqa: B007
                 yield sample
             empty_in_a_row = 0 if n else empty_in_a_row + 1
             if empty_in_a_row >= limit:
                 raise RuntimeError(f"{self.name}: {limit} shards in a row held no readable sample (last {shard})")
+
+    def raw_samples(self, stream: int, streams: int, counter: BadSampleCounter) -> Iterator[dict[str, Any]]:
+        """Stream ``stream`` of ``streams``: raw samples after the (seeded) shuffle buffer, not decoded."""
+        raw = self._tar_samples(stream, streams, counter)
+        if self.shuffle_buffer <= 1:
+            return raw
+        plan = self.plan
+        seed = derive_seed("buffer", plan.seed, plan.epoch, stream, streams)
+        return wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, seed=seed)(raw)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Samples (``plan.batch_size`` None) or collated batches, each with this stream's meta record.
@@ -294,14 +444,10 @@ class ImageTextWebDataset(IterableDataset):
     # samples ---------------------------------------------------------------------------------------------
     def _decode(self, raw: dict[str, Any], counter: BadSampleCounter, seed: int) -> dict[str, Any] | None:
         where = f"shard {raw['__url__']}, key {raw['__key__']}"
-        try:
-            raw = {k: v.read() if isinstance(v, MemberRef) else v for k, v in raw.items()}
-        except _TAR_ERRORS as err:
-            counter.add("tar_error", where, err)
-            return None
-        ext = next((e for e in IMAGE_EXTENSIONS if e in raw), None)
+        ext = next((e for e in self.image_exts if e in raw), None)
         if ext is None:
-            counter.add("no_image", where, f"members {sorted(k for k in raw if not k.startswith('__'))}")
+            members = sorted(k for k in raw if not k.startswith("__"))
+            counter.add("no_image", where, f"members {members}, image_key {';'.join(self.image_exts)}")
             return None
         try:
             image = open_rgb(io.BytesIO(raw[ext]), name=f"{raw['__key__']}.{ext}")
@@ -311,9 +457,11 @@ class ImageTextWebDataset(IterableDataset):
         except Exception as err:  # anything else PIL may raise for bad bytes
             counter.add("image_decode", f"{where} ({ext})", f"{type(err).__name__}: {err}")
             return None
-        caption = _caption(raw)
+        caption, reason = find_caption(raw, self.caption_members)
         if caption is None:
-            counter.add("no_caption", where, "no json 'caption' and no txt")
+            wanted = ";".join(m.ext + (f":{m.field}" if m.field else "") for m in self.caption_members)
+            detail = "its JSON member is not valid JSON" if reason == "bad_json" else "no non-empty caption"
+            counter.add(reason, where, f"{detail} (caption_key {wanted})")
             return None
         try:
             with seeded_torch(seed):
@@ -323,28 +471,8 @@ class ImageTextWebDataset(IterableDataset):
             return None
 
 
-def _caption(raw: dict[str, Any]) -> str | None:
-    """``json["caption"]`` if it is a non-empty string, else the ``txt`` member, else None."""
-    if "json" in raw:
-        try:
-            meta = json.loads(raw["json"])
-        except (ValueError, UnicodeDecodeError):
-            meta = None
-        caption = meta.get("caption") if isinstance(meta, dict) else None
-        if isinstance(caption, str) and caption.strip():
-            return caption
-    if "txt" in raw:
-        try:
-            text = raw["txt"].decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-        if text.strip():
-            return text
-    return None
-
-
 class _Stream:
-    """One stream's samples: raw samples (tar -> shuffle buffer), resume skipping, decoding, meta records."""
+    """One stream's samples: raw samples (shards -> shuffle buffer), resume skipping, decoding, meta records."""
 
     def __init__(self, dataset: ImageTextWebDataset, role: int, workers: int) -> None:
         plan = dataset.plan
@@ -356,14 +484,9 @@ class _Stream:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         ds, plan, counter = self.dataset, self.dataset.plan, self.counter
-        counter.enabled = self.skip == 0
-        raw_samples = shuffle_buffer(
-            ds._tar_samples(self.stream, self.streams, counter, lambda: self.cursor < self.skip),
-            ds.shuffle_buffer,
-            random.Random(derive_seed("buffer", plan.seed, plan.epoch, self.stream, self.streams)),
-        )
+        counter.enabled = self.skip == 0  # what the skipped part counted is in the saved state already
         bad_in_a_row = 0
-        for raw in raw_samples:
+        for raw in ds.raw_samples(self.stream, self.streams, counter):
             self.cursor += 1
             if self.cursor <= self.skip:  # resume: drop what the interrupted run consumed, without decoding
                 counter.enabled = self.cursor == self.skip
