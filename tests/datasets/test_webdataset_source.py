@@ -211,7 +211,12 @@ def test_keys_come_from_the_dataset_yaml(tmp_path: Path):
     """``image_key``/``caption_key`` of a dataset section reach the reader; the shipped defaults are today's."""
     write_tar(tmp_path / "00000.tar", [("k0.webp", image_bytes("WEBP")), ("k0.cap", b"from cap"), ("k0.txt", b"txt")])
     small = {"train": {"name": "blip2_image_train", "image_size": 8}}
-    section = {"build_info": {"storage": f"{tmp_path}/00000.tar"}, "vis_processor": small, "shuffle_buffer": 1}
+    section = {
+        "build_info": {"storage": f"{tmp_path}/00000.tar"},
+        "vis_processor": small,
+        "shuffle_buffer": 1,
+        "resampled": False,
+    }
     datasets = {"laion": {**section, "image_key": "webp", "caption_key": "cap"}, "cc_sbu": section}
     path = write_config(tmp_path, datasets)
     cfg = Config.load(path)
