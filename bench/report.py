@@ -76,9 +76,22 @@ def data_md(d: dict[str, Any]) -> list[str]:
         "| num_workers | samples/s | samples/s per worker | load avg |",
         "|---:|---:|---:|---|",
     ]
-    for row in d["rows"]:
+    if "legacy_rows" not in d:
+        for row in d["rows"]:
+            lines.append(
+                f"| {row['num_workers']} | {_f(row['samples_per_s'])} | {_f(row['per_worker'])} | {row['loadavg']} |"
+            )
+        return lines
+    lines[-2:] = [
+        "| num_workers | webdataset samples/s (rounds) | per worker | previous reader samples/s (rounds) | "
+        "per worker | ratio | load avg (new rounds) |",
+        "|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for new, old, cmp in zip(d["rows"], d["legacy_rows"], d["comparison"]):
         lines.append(
-            f"| {row['num_workers']} | {_f(row['samples_per_s'])} | {_f(row['per_worker'])} | {row['loadavg']} |"
+            f"| {new['num_workers']} | {_f(new['samples_per_s'])} {new['rounds']} | {_f(new['per_worker'])} | "
+            f"{_f(old['samples_per_s'])} {old['rounds']} | {_f(old['per_worker'])} | {cmp['ratio']:.2f} | "
+            f"{new['loadavg']} |"
         )
     return lines
 

@@ -178,6 +178,14 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "met": r >= 4,
                 }
             )
+    for cmp in data.get("comparison", []) if data and "error" not in data else []:
+        out.append(
+            {
+                "target": f"webdataset reader ({cmp['num_workers']} workers) >= 0.9x the previous tarfile reader",
+                "measured": f"{cmp['ratio']:.2f}x",
+                "met": cmp["ratio"] >= 0.9,
+            }
+        )
     return out
 
 
