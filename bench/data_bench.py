@@ -14,9 +14,11 @@ of their mean samples/s.  ``python -m bench.data_bench`` runs this section alone
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
+import random
 import time
 from typing import Any
 
@@ -72,6 +74,33 @@ def time_datasets(datasets: dict[str, Any], cfg: Any, batches: int, warmup: int)
     return {"samples": n, "seconds": elapsed, "samples_per_s": n / elapsed, "startup_s": startup, "loadavg": load}
 
 
+def cpu_rates(cfg: Any, reader: str, raw: int, decoded: int) -> dict[str, Any]:
+    """Load-independent figures of one stream in this process: raw samples (shard reading, grouping, shuffle
+    buffer) and fully decoded samples (image decode + processors) per second of process CPU time."""
+    from minigpt4.datasets.datasets.common import BadSampleCounter
+    from minigpt4.tasks.base_task import BaseTask
+
+    datasets = BaseTask().build_datasets(cfg)
+    if reader == "legacy":
+        datasets = with_legacy_reader(datasets)
+    ds = datasets["laion"]["train"] if isinstance(datasets["laion"], dict) else datasets["laion"]
+    if reader == "legacy":
+        from bench.legacy_reader import shuffle_buffer
+
+        stream = ds._tar_samples(0, 1, BadSampleCounter("bench"), lambda: False)
+        samples = shuffle_buffer(stream, ds.shuffle_buffer, random.Random(0))
+    else:
+        samples = ds.raw_samples(0, 1, BadSampleCounter("bench"))
+    t0 = time.process_time()
+    n = sum(1 for _ in itertools.islice(samples, raw))
+    raw_rate = n / (time.process_time() - t0)
+    it = iter(ds)
+    next(it)  # the shuffle buffer filled
+    t0 = time.process_time()
+    m = sum(1 for _ in itertools.islice(it, decoded))
+    return {"reader": reader, "raw_per_cpu_s": raw_rate, "decoded_per_cpu_s": m / (time.process_time() - t0)}
+
+
 def _mean_row(runs: list[dict[str, Any]], reader: str, workers: int) -> dict[str, Any]:
     rate = sum(r["samples_per_s"] for r in runs) / len(runs)
     return {
@@ -107,7 +136,12 @@ def run_data(
         rows.append(new)
         legacy_rows.append(old)
         comparison.append({"num_workers": n, "ratio": new["samples_per_s"] / old["samples_per_s"]})
+    cpu = []
+    for _ in range(rounds):
+        for reader in READERS:
+            cpu.append(cpu_rates(cfg, reader, raw=200 if quick else 3000, decoded=10 if quick else 150))
     return {
+        "cpu": cpu,
         "description": f"{config} data config: laion builder, blip2_image_train 224 px, batch "
         f"{cfg.run_cfg.batch_size_train}, 4 shards x {per_shard} JPEGs of 256-512 px, {batches} timed batches "
         f"after {warmup} warm-up; webdataset reader vs the previous tarfile reader, {rounds} interleaved rounds "
@@ -124,8 +158,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per reader and worker count")
     parser.add_argument("--workers", default="0,1,2", help="loader worker counts, comma-separated")
     parser.add_argument("--quick", action="store_true", help="a few small batches (checks the harness)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads of this (the main) process")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("minigpt4").setLevel(logging.WARNING)
     workdir = os.path.abspath(args.assets)
@@ -133,6 +172,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     workers = tuple(int(w) for w in args.workers.split(","))
     result = run_data(args.quick, workdir, rounds=args.rounds, workers=workers)
     result["loadavg_end"] = loadavg()
+    result["threads"] = args.threads
     for old, new, cmp in zip(result["legacy_rows"], result["rows"], result["comparison"]):
         logger.info(
             "%d workers: webdataset %.1f %s vs legacy %.1f %s samples/s = %.2fx",
@@ -142,6 +182,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             old["samples_per_s"],
             old["rounds"],
             cmp["ratio"],
+        )
+    for row in result["cpu"]:
+        logger.info(
+            "%s, one stream, per CPU second: %.0f raw samples, %.1f decoded samples",
+            row["reader"],
+            row["raw_per_cpu_s"],
+            row["decoded_per_cpu_s"],
         )
     if args.json:
         with open(args.json, "w") as f:

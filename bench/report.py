@@ -93,6 +93,16 @@ def data_md(d: dict[str, Any]) -> list[str]:
             f"{_f(old['samples_per_s'])} {old['rounds']} | {_f(old['per_worker'])} | {cmp['ratio']:.2f} | "
             f"{new['loadavg']} |"
         )
+    if d.get("cpu"):
+        lines += [
+            "",
+            "One stream in the main process, per second of process CPU time (independent of the machine's load):",
+            "",
+            "| reader | raw samples (read, grouped, shuffled) | decoded samples (image decode + processors) |",
+            "|---|---:|---:|",
+        ]
+        for row in d["cpu"]:
+            lines.append(f"| {row['reader']} | {row['raw_per_cpu_s']:.0f} | {row['decoded_per_cpu_s']:.1f} |")
     return lines
 
 

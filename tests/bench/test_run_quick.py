@@ -20,6 +20,8 @@ def test_quick_run_writes_json(tmp_path):
         assert row["samples_per_s"] > 0 and math.isfinite(row["loss_first_last"][-1])
         assert row["flops"]["total"] > 0 and row["memory"]["peak_rss_mib"] > 0
     assert [r["num_workers"] for r in result["data"]["rows"]] == [0, 1, 2]
+    assert [r["num_workers"] for r in result["data"]["legacy_rows"]] == [0, 1, 2]  # the previous reader, same run
+    assert all(r["samples_per_s"] > 0 for r in result["data"]["rows"] + result["data"]["legacy_rows"])
     chat = result["chat"]
     assert "error" not in chat, chat.get("stderr_tail")
     assert len(chat["reuse_cache"]) == len(chat["recompute"]) == 3
