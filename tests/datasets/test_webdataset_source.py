@@ -225,3 +225,11 @@ def test_keys_come_from_the_dataset_yaml(tmp_path: Path):
     built = {n: registry.get_builder_class(n)(s).build_datasets()["train"] for n, s in cfg.datasets_cfg.items()}
     assert [s["answer"] for s in built["laion"].with_plan(StreamPlan())] == ["from cap"]
     assert [s["answer"] for s in built["cc_sbu"].with_plan(StreamPlan())] == ["txt"]
+
+
+def test_repeated_member_is_counted_and_the_first_copy_kept(tmp_path: Path):
+    members = [("a0.jpg", image_bytes()), ("a0.txt", b"first"), ("a0.txt", b"second")] + good_members("a1", "a1")
+    write_tar(tmp_path / "00000.tar", members)
+    batches = list(make_dataset(f"{tmp_path}/00000.tar").with_plan(StreamPlan(batch_size=1)))
+    assert [b["answer"][0] for b in batches] == ["first", "a1"]
+    assert batches[-1][META_KEY][2] == {"tar_error": 1}
