@@ -25,7 +25,6 @@ RUNTIME_ONLY = {
     "protobuf": "transformers needs it to read a sentencepiece tokenizer.model (a Vicuna / LLaMA folder without "
     "tokenizer.json fails to load without it)",
     "tensorboard": "torch.utils.tensorboard, which the runner imports for run.tensorboard, is backed by it",
-    "webdataset": "kept declared for the stage-1 shard pipeline, which is to read img2dataset tar shards through it",
 }
 
 

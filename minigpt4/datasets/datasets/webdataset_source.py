@@ -215,14 +215,20 @@ class _ShardStream:
         return data
 
     def failed_command(self) -> str | None:
-        """For a ``pipe:``/http stream whose output ended: why its command failed, or None if it did not."""
+        """For a ``pipe:``/http stream whose output ended or whose command has exited: why the command failed, or
+        None if it did not (or is still running)."""
         proc = getattr(self.raw, "proc", None)
-        if proc is None or not self.at_eof:
+        if proc is None:
             return None
-        try:
-            status = proc.wait(PIPE_EXIT_WAIT_S)
-        except subprocess.TimeoutExpired:
-            return None
+        if self.at_eof:
+            try:
+                status = proc.wait(PIPE_EXIT_WAIT_S)
+            except subprocess.TimeoutExpired:
+                return None
+        else:  # webdataset may have seen the command's status first (its read raises): ask without waiting
+            status = proc.poll()
+            if status is None:
+                return None
         if status in getattr(self.raw, "ignore_status", [0]):
             return None
         return f"the command reading it exited with status {status}"
