@@ -16,6 +16,7 @@ published ids.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from typing import Any
@@ -43,8 +44,24 @@ class SentencePieceLlamaTokenizer(SentencePieceBackend):
         kwargs.setdefault("eos_token", "</s>")
         kwargs.setdefault("clean_up_tokenization_spaces", False)
         self.add_bos_token = add_bos_token
-        self._special_split = re.compile("(" + "|".join(re.escape(s) for s in SPECIAL_TOKENS) + ")")
+        self._whole = set(SPECIAL_TOKENS)
+        self._special_split = _splitter(self._whole)
         super().__init__(vocab_file=vocab_file, legacy=True, **kwargs)
+
+    def add_rows(self, added: dict[int, str]) -> None:
+        """Tokens of rows past the sentencepiece vocabulary (Vicuna v0's ``[PAD]`` is row 32000), by id; like the
+        published tokenizer, each is cut out of a text whole, wherever it appears."""
+        for token_id, content in sorted(added.items()):
+            if content in self._whole:
+                continue
+            if token_id != len(self):
+                raise ValueError(
+                    f"added token {content!r} has id {token_id}, but the next free id is {len(self)}: the ids of "
+                    "added tokens must follow the sentencepiece vocabulary without gaps"
+                )
+            self.add_tokens([content], special_tokens=True)
+            self._whole.add(content)
+        self._special_split = _splitter(self._whole)
 
     @classmethod
     def from_folder(cls, folder: str, **kwargs: Any) -> SentencePieceLlamaTokenizer:
@@ -55,14 +72,16 @@ class SentencePieceLlamaTokenizer(SentencePieceBackend):
                 f"{folder} has no tokenizer.model: a LLaMA / Vicuna folder holds the sentencepiece model next to "
                 "config.json and the weights"
             )
-        return cls(path, **kwargs)
+        tokenizer = cls(path, **kwargs)
+        tokenizer.add_rows(_added_tokens(folder, tokenizer.sp_model.get_piece_size()))
+        return tokenizer
 
     # text -> pieces ---------------------------------------------------------------------------------------
     def tokenize(self, text: str, **kwargs: Any) -> list[str]:
         """Pieces of ``text``: special token strings as they are, each plain-text run through sentencepiece."""
         pieces: list[str] = []
         for part in self._special_split.split(text):
-            if part in SPECIAL_TOKENS:
+            if part in self._whole:
                 pieces.append(part)
             elif part:
                 pieces.extend(self.sp_model.encode(part, out_type=str))
@@ -108,3 +127,29 @@ class SentencePieceLlamaTokenizer(SentencePieceBackend):
         ids = [token_ids] if isinstance(token_ids, int) else list(token_ids)
         tokens = self.convert_ids_to_tokens(ids, skip_special_tokens=skip_special_tokens)
         return self.convert_tokens_to_string(tokens)
+
+
+def _splitter(tokens: set[str]) -> re.Pattern[str]:
+    """Cuts a text at ``tokens`` (longest first), keeping them as parts."""
+    return re.compile("(" + "|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True)) + ")")
+
+
+def _added_tokens(folder: str, first_id: int) -> dict[int, str]:
+    """The added tokens a Hugging Face tokenizer folder declares with ids from ``first_id`` on: from
+    ``tokenizer_config.json``'s ``added_tokens_decoder``, ``tokenizer.json``'s ``added_tokens`` and
+    ``added_tokens.json`` (``{content: id}``)."""
+    added: dict[int, str] = {}
+    config = os.path.join(folder, "tokenizer_config.json")
+    if os.path.isfile(config):
+        with open(config, encoding="utf-8") as f:
+            decoder = json.load(f).get("added_tokens_decoder") or {}
+        added.update({int(i): entry["content"] for i, entry in decoder.items()})
+    fast = os.path.join(folder, "tokenizer.json")
+    if os.path.isfile(fast):
+        with open(fast, encoding="utf-8") as f:
+            added.update({int(entry["id"]): entry["content"] for entry in json.load(f).get("added_tokens") or []})
+    extra = os.path.join(folder, "added_tokens.json")
+    if os.path.isfile(extra):
+        with open(extra, encoding="utf-8") as f:
+            added.update({int(i): content for content, i in json.load(f).items()})
+    return {i: content for i, content in added.items() if i >= first_id}

@@ -128,3 +128,26 @@ def test_bos_on_plain_calls_and_decoding(tokenizer, sp):
     assert ids == [sp.bos_id(), *sp.encode(text)]
     assert tokenizer.decode(ids, skip_special_tokens=True) == sp.decode(sp.encode(text)) == text
     assert tokenizer.decode(tokenizer("a red circle</s>").input_ids) == "<s>a red circle</s>"
+
+
+def test_added_rows_of_a_vicuna_v0_folder_are_whole_tokens(tiny_world, sp, tmp_path):
+    """Vicuna v0 adds ``[PAD]`` after the sentencepiece vocabulary; its folder declares it in tokenizer.json."""
+    import json
+    import shutil
+
+    from minigpt4.models.llama_tokenizer import SentencePieceLlamaTokenizer
+
+    folder = tmp_path / "vicuna0"
+    folder.mkdir()
+    shutil.copyfile(os.path.join(tiny_world, "llama", "tokenizer.model"), folder / "tokenizer.model")
+    pad_id = sp.get_piece_size()
+    with open(folder / "tokenizer.json", "w", encoding="utf-8") as f:
+        json.dump({"added_tokens": [{"id": pad_id, "content": "[PAD]", "special": True}]}, f)
+    tokenizer = SentencePieceLlamaTokenizer.from_folder(str(folder))
+    assert len(tokenizer) == pad_id + 1 and tokenizer.convert_tokens_to_ids("[PAD]") == pad_id
+    ids = tokenizer("a red[PAD] circle", add_special_tokens=False).input_ids
+    assert ids == published_ids(sp, "a red") + [pad_id] + published_ids(sp, " circle")
+    with open(folder / "tokenizer.json", "w", encoding="utf-8") as f:
+        json.dump({"added_tokens": [{"id": pad_id + 3, "content": "[PAD]", "special": True}]}, f)
+    with pytest.raises(ValueError, match="next free id"):
+        SentencePieceLlamaTokenizer.from_folder(str(folder))
