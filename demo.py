@@ -12,7 +12,9 @@ from __future__ import annotations
 
 def main(argv: list[str] | None = None) -> None:
     from minigpt4.cli.web import main as web_main
+    from minigpt4.common.preflight import check_command_line
 
+    check_command_line(argv)  # the pre-flight check (weights, tokenizer, checkpoint, memory) before loading
     web_main(argv)
 
 

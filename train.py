@@ -83,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from minigpt4.common import dist_utils
     from minigpt4.common.config import Config, ConfigError
     from minigpt4.common.logger import setup_logger
+    from minigpt4.common.preflight import check_or_raise
     from minigpt4.common.registry import registry
     from minigpt4.runners.runner_base import check_run_config, job_id_from_config
     from minigpt4.tasks import setup_task
@@ -95,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     except ValueError as err:
         raise ConfigError(f"{args.cfg_path}: {err}") from None
     cfg.check_paths()  # every model and data path, still before anything is built
+    check_or_raise(cfg)  # the pre-flight check: weights, tokenizer, checkpoint, data, memory (headers only)
     dist_utils.init_distributed_mode(run_cfg)
     try:
         job_id = job_id_from_config(run_cfg)

@@ -544,9 +544,16 @@ class Config:
             ConfigError: listing every path that does not exist, one line each, with its key, the file (or
                 ``--options``) that set it and the places looked at.
         """
+        problems = [problem for _, _, problem in self.path_report() if problem]
+        if problems:
+            raise ConfigError("\n".join(problems))
+
+    def path_report(self) -> list[tuple[str, str, str | None]]:
+        """``(dotted key, path, problem)`` for every set path key, in schema order; ``problem`` is None when the
+        path exists, else the message :meth:`check_paths` raises (key, the file that set it, places looked at)."""
         sections = [("model", self.config.model), ("run", self.config.run)]
         sections += [(f"datasets.{name}", node) for name, node in self.config.datasets.items()]
-        problems = []
+        report = []
         for prefix, section in sections:
             for key, value, f in _walk(section, prefix):
                 kind = f.metadata.get(PATH_METADATA)
@@ -554,12 +561,18 @@ class Config:
                     continue
                 entries = value.items() if isinstance(value, DictConfig) else [(None, value)]
                 for sub, path in entries:
+                    if path in (None, ""):
+                        continue
                     full = key if sub is None else f"{key}.{sub}"
-                    problem = _path_problem(kind, path, full) if path not in (None, "") else None
+                    problem = _path_problem(kind, path, full)
                     if problem:
-                        problems.append(f"{self._origins.of(full, self.cfg_path)}: {problem}")
-        if problems:
-            raise ConfigError("\n".join(problems))
+                        problem = f"{self._origins.of(full, self.cfg_path)}: {problem}"
+                    report.append((full, str(path), problem))
+        return report
+
+    def origin_of(self, key: str) -> str:
+        """The file (or ``--options``) that set the dotted ``key`` (its nearest set parent or child)."""
+        return self._origins.of(key, self.cfg_path)
 
     def _build_evaluation(self, user: DictConfig, options: DictConfig) -> DictConfig:
         from minigpt4.evaluation.config import EvaluationConfig
