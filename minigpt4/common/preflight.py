@@ -709,6 +709,7 @@ ACT_PER_INTERMEDIATE = 4
 OPTIMIZER_BYTES = 12  # per trainable parameter: its fp32 gradient and AdamW's two fp32 moments
 LOGIT_BYTES = 12  # per logit of a labelled position: fp32 logits, their gradient and the softmax
 PROMPT_TOKENS = 40  # instruction tokens assumed when no tokenizer or prompt file tells
+STEP_OVERHEAD = 6 * 2**20  # fixed cost of a training step (autograd engine, allocator arenas), measured on CPU
 CHAT_CONTEXT = 2000  # tokens of chat context (Chat's default max_length) for the KV cache
 
 
@@ -757,8 +758,10 @@ def estimate_memory(
 
     weights = sum over the meta-device modules of elements x dtype bytes (8-bit LLM linears: 1 byte), divided
     by ``shards`` for the frozen towers; optimizer = trainable parameters x 12 bytes; activations (train) =
-    B x L x layers x (10 H + 4 I) x compute-dtype bytes + B x T x V x 12 for the LM head over the T labelled
-    positions (all L when ``sparse_lm_head`` is off), with L = 1 + prompt + image tokens + max_txt_len;
+    B x L x layers x (10 H + 4 I + heads x L) x compute-dtype bytes (the attention probabilities when the
+    attention is not fused) + B x T x V x 12 for the LM head over the T labelled positions (all L when
+    ``sparse_lm_head`` is off) + the ViT's forward peak (:func:`vision_forward_bytes`) + 6 MiB, with
+    L = 1 + prompt + image tokens + max_txt_len;
     a chat holds the KV cache instead: 2 x layers x H x 2000 tokens x dtype bytes.
     """
     from minigpt4.models.mini_gpt4 import TORCH_DTYPES
@@ -782,13 +785,25 @@ def estimate_memory(
     if train:
         labelled = model_cfg.max_txt_len if model_cfg.sparse_lm_head else seq_len
         parts["llm_activations"] = batch * seq_len * layers * (ACT_PER_HIDDEN * H + ACT_PER_INTERMEDIATE * inter) * act
+        parts["llm_attention"] = batch * llm_config.num_attention_heads * seq_len**2 * layers * act
         parts["lm_head"] = batch * labelled * llm_config.vocab_size * LOGIT_BYTES
-        activations = parts["llm_activations"] + parts["lm_head"]
+        parts["vision_forward"] = vision_forward_bytes(model_cfg, batch)
+        parts["step_overhead"] = STEP_OVERHEAD
+        activations = sum(parts[k] for k in ("llm_activations", "llm_attention", "lm_head", "vision_forward"))
+        activations += STEP_OVERHEAD
         optimizer = trainable * OPTIMIZER_BYTES
     else:
         activations = parts["kv_cache"] = 2 * layers * H * CHAT_CONTEXT * act
         optimizer = 0
     return MemoryEstimate(weights, optimizer, activations, batch, seq_len, parts)
+
+
+def vision_forward_bytes(model_cfg: Any, batch: int) -> int:
+    """The peak of the frozen ViT's no-grad forward, one block at a time: B x T x (MLP + 4 W) x 4 bytes for the
+    block's tensors plus B x heads x T^2 x 4 for its attention."""
+    tokens = (model_cfg.image_size // model_cfg.vit_patch_size) ** 2 + 1
+    block = tokens * (model_cfg.vit_mlp_dim + 4 * model_cfg.vit_width) + model_cfg.vit_heads * tokens**2
+    return batch * block * 4
 
 
 def lora_parameters(model_cfg: Any, llm_config: Any) -> int:
@@ -906,7 +921,8 @@ def skip_requested() -> bool:
 
 
 def check_or_raise(cfg: Any, train: bool = True, device: str | None = None) -> Report | None:
-    """What entry points call before building anything: run the checks, log the table (rank 0) and raise
+    """What entry points call before building anything: run the checks but the data one (the entry point builds
+    the datasets next, with the same messages), log the table (rank 0) and raise
     :class:`~minigpt4.common.config.ConfigError` listing the FAIL lines if there are any. ``MINIGPT4_SKIP_CHECK=1``
     skips it (returns None)."""
     from minigpt4.common.config import ConfigError
@@ -914,7 +930,8 @@ def check_or_raise(cfg: Any, train: bool = True, device: str | None = None) -> R
     if skip_requested():
         logger.warning("%s is set: the pre-flight check is skipped", SKIP_ENV)
         return None
-    report = run_checks(cfg, train=train, device=device)
+    # no data check here: the entry point builds the datasets next, failing with the dataset's own message
+    report = run_checks(cfg, train=train, data=False, device=device)
     if os.environ.get("RANK", "0") == "0":
         logger.info("pre-flight check of %s:\n%s", cfg.cfg_path, report.table())
         for finding in report.findings:
