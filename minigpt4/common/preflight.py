@@ -531,7 +531,9 @@ class Family:
 FAMILIES = (
     Family("vicuna0", ("pretrain_vicuna0", "tiny"), "###", ("\n", "###"), True),
     Family("llama2", ("pretrain_llama2", "tiny_llama2"), "[INST]", ("</s>",), False),
+    Family("qwen2", ("pretrain_qwen2", "tiny_qwen2"), "<|im_start|>", ("\n", "<|im_end|>"), True),
 )
+"""Named as the chat templates (``model.conv_template``): the template a checkpoint was trained with."""
 
 
 def family_named(name: str | None) -> Family | None:
@@ -539,8 +541,8 @@ def family_named(name: str | None) -> Family | None:
 
 
 def family_of_model(model_cfg: Any) -> str | None:
-    """The LLM family a model section is for: ``model.llm_family`` when the schema has it, else by model type."""
-    explicit = model_cfg.get("llm_family") if hasattr(model_cfg, "get") else None
+    """The family (chat template) a model section is for: ``model.conv_template``, else by model type."""
+    explicit = model_cfg.get("conv_template") if hasattr(model_cfg, "get") else None
     if explicit:
         return str(explicit)
     model_type = str(model_cfg.get("model_type") or "")
@@ -593,10 +595,12 @@ def check_family(state: _State) -> None:
 
 
 def llm_family_hint(path: str) -> str | None:
-    """The family a Hugging Face folder's name suggests (``Llama-2-7b-chat-hf``, ``vicuna-13b-v0``), if any."""
+    """The family a Hugging Face folder's name suggests (``Llama-2-7b-chat-hf``, ``vicuna-13b-v0``, ``Qwen2-7B``)."""
     name = os.path.basename(os.path.normpath(path)).lower()
     if re.search(r"llama-?2", name):
         return "llama2"
+    if "qwen" in name:
+        return "qwen2"
     return "vicuna0" if "vicuna" in name else None
 
 
