@@ -28,8 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
-from tqdm import tqdm
-
 from minigpt4.cli.common import (
     add_generation_args,
     add_model_args,
@@ -147,15 +145,9 @@ def run_captioning(
     """
     mine = pending[rank::world_size]
     target = out if world_size == 1 else part_path(out, rank)
-    written = 0
-    with open(target, "a", encoding="utf-8") as f, tqdm(total=len(mine), disable=rank != 0, desc="caption") as bar:
-        for start in range(0, len(mine), batch_size):
-            batch = mine[start : start + batch_size]
-            for record in caption_batch(chat, template, batch, options):
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-                written += 1
-            f.flush()
-            bar.update(len(batch))
+    written = jsonl_shards.append_in_batches(
+        target, mine, batch_size, lambda batch: caption_batch(chat, template, batch, options), "caption", rank == 0
+    )
     if written < len(mine):
         logger.warning("rank %d: %d of %d images could not be read", rank, len(mine) - written, len(mine))
     return written

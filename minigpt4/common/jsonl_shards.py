@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
+
+from tqdm import tqdm
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,33 @@ def open_for_append(path: Path) -> TextIO:
             with open(path, "a", encoding="utf-8") as f:
                 f.write("\n")
     return open(path, "a", encoding="utf-8")
+
+
+def append_in_batches(
+    path: Path,
+    items: Sequence[Any],
+    batch_size: int,
+    answer: Callable[[Sequence[Any]], list[dict]],
+    desc: str,
+    show_progress: bool,
+    durable: bool = False,
+) -> int:
+    """Append ``answer(batch)``'s records for ``items``, batch by batch, to ``path`` (opened with
+    :func:`open_for_append`), flushed after each batch (and fsynced when ``durable``), with a tqdm bar.
+
+    Returns how many records were written."""
+    written = 0
+    with open_for_append(path) as f, tqdm(total=len(items), disable=not show_progress, desc=desc, unit="item") as bar:
+        for start in range(0, len(items), batch_size):
+            batch = items[start : start + batch_size]
+            for record in answer(batch):
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+                written += 1
+            f.flush()
+            if durable:
+                os.fsync(f.fileno())
+            bar.update(len(batch))
+    return written
 
 
 def merge_parts(out: Path, key: Callable[[dict], Hashable], order: Mapping[Hashable, int]) -> int:

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from minigpt4.common import dist_utils
 from minigpt4.common.config import Config, ConfigError
-from minigpt4.common.jsonl_shards import done_records, merge_parts, open_for_append, part_path
+from minigpt4.common.jsonl_shards import append_in_batches, done_records, merge_parts, part_path
 from minigpt4.common.registry import RegistryError, registry
 from minigpt4.conversation.batch import ask_batch
 from minigpt4.conversation.conversation import Chat, Conversation, template_for
@@ -124,20 +122,15 @@ def run_share(
     """Answer this rank's share of ``pending`` (every rank passes the same list) into its part file."""
     rank, world_size = dist_utils.get_rank(), dist_utils.get_world_size()
     mine = pending[rank::world_size]
-    written = 0
-    with (
-        open_for_append(part_path(out, rank)) as f,
-        tqdm(total=len(mine), disable=rank != 0 or not progress, desc="evaluate", unit="item") as bar,
-    ):
-        for start in range(0, len(mine), batch_size):
-            batch = mine[start : start + batch_size]
-            for record in answer_batch(chat, template, task, batch):
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-                written += 1
-            f.flush()
-            os.fsync(f.fileno())
-            bar.update(len(batch))
-    return written
+    return append_in_batches(
+        part_path(out, rank),
+        mine,
+        batch_size,
+        lambda batch: answer_batch(chat, template, task, batch),
+        desc="evaluate",
+        show_progress=rank == 0 and progress,
+        durable=True,
+    )
 
 
 def score_all(
