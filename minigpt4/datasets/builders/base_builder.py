@@ -30,7 +30,7 @@ class DatasetConfig:
     """Keys every ``datasets.<name>`` section has (builders extend it with their ``build_info``)."""
 
     type: str = "default"  # which default YAML of DATASET_CONFIG_DICT to start from
-    data_type: str = "images"
+    data_type: str = "images"  # read by nothing: kept so that LAVIS-style dataset YAMLs (which all set it) validate
     vis_processor: Dict[str, Any] = field(default_factory=dict)  # {split: {name: ..., **params}}
     text_processor: Dict[str, Any] = field(default_factory=dict)
     sample_ratio: float = bounded(1.0, gt=0)  # relative probability that a training batch comes from this dataset
