@@ -33,14 +33,10 @@ logger = logging.getLogger("minigpt4.evaluate")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Evaluate MiniGPT-4 on a benchmark.")
-    parser.add_argument("--cfg-path", required=True, help="path to the evaluation YAML")
-    parser.add_argument(
-        "--options",
-        nargs="+",
-        default=None,
-        help="override config values: dotted key=value pairs, e.g. model.ckpt=ckpt.pth evaluation.limit=100",
-    )
+    from minigpt4.common.config import add_config_args
+
+    parser = argparse.ArgumentParser(prog="evaluate.py", description="Evaluate MiniGPT-4 on a benchmark.")
+    add_config_args(parser, "path to the evaluation YAML", "model.ckpt=ckpt.pth evaluation.limit=100")
     return parser.parse_args(argv)
 
 
@@ -74,4 +70,8 @@ def load_metrics(out_dir: str | Path) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from minigpt4.common.config import run_entry_point
+
+    sys.exit(run_entry_point(main, prog="evaluate.py"))

@@ -52,7 +52,7 @@ shows the traceback.
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    from minigpt4.common.config import add_debug_argument
+    from minigpt4.common.config import add_config_args
 
     parser = argparse.ArgumentParser(
         prog="train.py",
@@ -60,14 +60,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--cfg-path", required=True, help="path to the training YAML")
-    parser.add_argument(
-        "--options",
-        nargs="+",
-        default=None,
-        help="override config values: dotted key=value pairs, e.g. run.init_lr=1e-4 run.max_epoch=1",
-    )
-    add_debug_argument(parser)
+    add_config_args(parser, "path to the training YAML", "run.init_lr=1e-4 run.max_epoch=1")
     return parser.parse_args(argv)
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from minigpt4.common.config import Config, add_debug_argument
+from minigpt4.common.config import Config, add_config_args
 from minigpt4.common.registry import registry
 from minigpt4.conversation.conversation import Chat, Conversation, template_for
 from minigpt4.conversation.generation import GenerationConfig
@@ -20,13 +20,7 @@ logger = logging.getLogger(__name__)
 
 def add_model_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """``--cfg-path``, ``--options``, ``--gpu-id``, ``--device``, the cache switches and ``--debug``."""
-    parser.add_argument("--cfg-path", required=True, help="eval config, e.g. eval_configs/minigpt4_eval.yaml")
-    parser.add_argument(
-        "--options",
-        nargs="+",
-        default=None,
-        help="override config values: key=value pairs with dotted keys, e.g. model.ckpt=path/to/ckpt.pth",
-    )
+    add_config_args(parser, "eval config, e.g. eval_configs/minigpt4_eval.yaml", "model.ckpt=path/to/ckpt.pth")
     parser.add_argument(
         "--gpu-id", type=int, default=0, help="CUDA device index, -1 for the CPU (when --device is not given)"
     )
@@ -39,7 +33,6 @@ def add_model_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         action="store_true",
         help="feed earlier answers back as re-tokenized text (published) instead of the generated token ids",
     )
-    add_debug_argument(parser)
     return parser
 
 

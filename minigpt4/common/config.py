@@ -663,6 +663,16 @@ CONFIG_ERROR_EXIT_CODE = 2
 USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, InputFileError, FileNotFoundError)
 
 
+def add_config_args(parser: Any, cfg_help: str, example: str) -> None:
+    """Add ``--cfg-path`` (help ``cfg_help``), ``--options`` (``example``: dotted ``key=value`` pairs) and
+    ``--debug`` to an ``argparse`` parser: the arguments every entry point that reads a config takes."""
+    parser.add_argument("--cfg-path", required=True, help=cfg_help)
+    parser.add_argument(
+        "--options", nargs="+", default=None, help=f"override config values: dotted key=value pairs, e.g. {example}"
+    )
+    add_debug_argument(parser)
+
+
 def add_debug_argument(parser: Any) -> None:
     """Add ``--debug`` (show the full traceback of an error) to an ``argparse`` parser."""
     parser.add_argument(

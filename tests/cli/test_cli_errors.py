@@ -40,6 +40,8 @@ def test_caption_usage_names_the_module():
         (["-m", "minigpt4.cli.chat", "--image", "IMAGE"], "python -m minigpt4.cli.chat"),
         (["-m", "minigpt4.cli.caption", "--images", "IMAGES", "--out", "OUT"], "python -m minigpt4.cli.caption"),
         ([str(REPO / "demo.py")], "demo.py"),
+        ([str(REPO / "evaluate.py")], "evaluate.py"),
+        ([str(REPO / "train.py")], "train.py"),
     ],
 )
 def test_config_error_is_one_line_with_exit_code_2(tmp_path, entry, prog):
