@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.util
+import json
 import logging
 import os
 import re
@@ -194,10 +195,13 @@ def meta_qformer(model_cfg: Any) -> tuple[torch.nn.Module, torch.nn.Parameter]:
 
 
 def meta_llm(llm_config: Any) -> torch.nn.Module:
-    from transformers import LlamaForCausalLM
+    """The causal LM of ``llm_config`` on the meta device, of the family whose architecture its model_type is."""
+    from minigpt4.models.llm_families import LLM_FAMILIES, transformers_class
 
+    found = [f for f in LLM_FAMILIES.values() if f.architecture == llm_config.model_type]
+    model_class = transformers_class(found[0].model_class if found else "LlamaForCausalLM")
     with torch.device("meta"):
-        return LlamaForCausalLM(llm_config)
+        return model_class(llm_config)
 
 
 def qformer_expected(model_cfg: Any) -> dict[str, torch.Tensor]:
@@ -327,7 +331,10 @@ def check_qformer(state: _State) -> None:
 
 
 def check_llm(state: _State) -> None:
-    """Config, weights and tokenizer of the Hugging Face folder agree, and the tokenizer has what the template needs."""
+    """Config, weights and tokenizer of the Hugging Face folder agree with each other and with ``model.llm_family``,
+    and the tokenizer has what the layout needs (bos, eos, the family's pad)."""
+    from minigpt4.models.llm_families import LLM_FAMILIES, get_llm_family, transformers_class
+
     key = "model.llama_model"
     if not state.usable(key):
         return
@@ -335,9 +342,24 @@ def check_llm(state: _State) -> None:
     if not os.path.isfile(os.path.join(path, "config.json")):
         state.report.add(FAIL, key, f"{path} has no config.json", "give a Hugging Face save_pretrained folder")
         return
-    from transformers import LlamaConfig
-
-    state.llm_config = config = LlamaConfig.from_pretrained(path)
+    name = str(state.model.get("llm_family") or "llama")
+    if name not in LLM_FAMILIES:
+        state.report.add(
+            FAIL, "model.llm_family", f"unknown LLM family {name!r}", f"use one of {', '.join(sorted(LLM_FAMILIES))}"
+        )
+        return
+    family = get_llm_family(name)
+    with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+        found_type = json.load(f).get("model_type")
+    if found_type != family.architecture:
+        state.report.add(
+            FAIL,
+            key,
+            f"{path} holds a {found_type!r} model, but model.llm_family {name!r} expects {family.architecture!r}",
+            "set model.llm_family to the family of that folder (and the matching model.model_type)",
+        )
+        return
+    state.llm_config = config = transformers_class(family.config_class).from_pretrained(path)
     shapes = hf_weight_shapes(path)
     rows = (shapes.get("model.embed_tokens.weight") or (None,))[0]
     if rows is None:
@@ -345,7 +367,7 @@ def check_llm(state: _State) -> None:
             FAIL,
             key,
             f"{path}: no weights with model.embed_tokens.weight (*.safetensors or pytorch_model*.bin)",
-            "convert the LLaMA/Vicuna weights to the Hugging Face format (save_pretrained)",
+            "convert the LLM's weights to the Hugging Face format (save_pretrained)",
         )
     elif rows != config.vocab_size:
         state.report.add(
@@ -354,39 +376,45 @@ def check_llm(state: _State) -> None:
             f"{path}: the embedding has {rows} rows but config.json says vocab_size {config.vocab_size}",
             "the weights and config.json come from different models: take both from one folder",
         )
-    tokenizer = load_tokenizer(state, path)
+    tokenizer = load_tokenizer(state, family, path)
     if tokenizer is None:
         return
     rows = rows or config.vocab_size
-    problems = token_problems(state, tokenizer, rows, path)
+    problems = token_problems(state, family, tokenizer, rows, path)
     if not problems and rows is not None:
         state.report.add(
             OK,
             key,
-            f"LLaMA {size_name(config.hidden_size)} ({config.num_hidden_layers} layers), {rows} embedding "
-            f"rows, tokenizer of {len(tokenizer)} with bos/eos and pad {PAD_TOKEN!r} ({path})",
+            f"{family.name} {size_name(config.hidden_size)} ({config.num_hidden_layers} layers), {rows} embedding "
+            f"rows, tokenizer of {len(tokenizer)} with bos/eos and pad {tokenizer.pad_token!r} ({path})",
         )
 
 
-def load_tokenizer(state: _State, path: str) -> Any:
-    from transformers import LlamaTokenizer
+def load_tokenizer(state: _State, family: Any, path: str) -> Any:
+    """The tokenizer as the model loads it (the family's loader, pad and bos set), or None with a FAIL line."""
+    from minigpt4.models import llm_families
 
     key = "model.llama_model"
     try:
-        tokenizer = LlamaTokenizer.from_pretrained(path, add_bos_token=True)
+        tokenizer = llm_families.load_tokenizer(family, path)
     except Exception as err:  # any reason a tokenizer cannot load is this one problem
+        need = (
+            "the sentencepiece tokenizer.model of the LLM (and tokenizer_config.json)"
+            if family.name == "llama"
+            else "the LLM's own tokenizer files (tokenizer.json / vocab and merges, tokenizer_config.json)"
+        )
         state.report.add(
             FAIL,
             key,
-            f"{path}: the LLaMA tokenizer does not load: {type(err).__name__}: {str(err)[:200]}",
-            "the folder needs the sentencepiece tokenizer.model of the LLM (and tokenizer_config.json)",
+            f"{path}: the {family.name} tokenizer does not load: {type(err).__name__}: {str(err)[:200]}",
+            f"the folder needs {need}",
         )
         return None
     state.tokenizer = tokenizer
     return tokenizer
 
 
-def token_problems(state: _State, tokenizer: Any, rows: int, path: str) -> bool:
+def token_problems(state: _State, family: Any, tokenizer: Any, rows: int, path: str) -> bool:
     """FAIL/WARN lines about the tokenizer against the embedding and the template; True if any was added."""
     key, report, added = "model.llama_model", state.report, False
     size = len(tokenizer)
@@ -420,6 +448,8 @@ def token_problems(state: _State, tokenizer: Any, rows: int, path: str) -> bool:
                     "the prompt starts with bos and answers end with eos: use the LLM's own tokenizer.model",
                 )
             )
+    if family.pad_token != PAD_TOKEN:  # the family pads with the tokenizer's own pad token (checked on load)
+        return added
     pad_id = tokenizer.convert_tokens_to_ids(PAD_TOKEN)
     if pad_id is None or pad_id == tokenizer.unk_token_id:
         vicuna = family_of_model(state.model) == "vicuna0"

@@ -148,6 +148,39 @@ def test_tokenizer_without_the_pad_piece(world, tmp_path, capsys):
     assert_one_fail(code, out, fails, "model.llama_model", "no '$$' piece")
 
 
+@pytest.fixture(scope="module")
+def qwen2_llm(tmp_path_factory):
+    """A tiny Qwen2 folder (byte-level BPE tokenizer without a bos token, Qwen2ForCausalLM) as wide as the
+    test world's LLaMA, so the world's checkpoint fits it; trained for two steps only: the check reads shapes."""
+    from minigpt4.tiny import language
+
+    out = str(tmp_path_factory.mktemp("qwen2") / "qwen2")
+    shape = language.LMConfig(
+        hidden_size=HIDDEN, intermediate_size=96, num_layers=1, num_heads=4, steps=2, batch_size=2, warmup=1
+    )
+    language.build_llm("qwen2", out, 40, 300, shape, seed=0)
+    return out
+
+
+def qwen2_model(llm):
+    return {"llama_model": llm, "model_type": "tiny_qwen2", "llm_family": "qwen2", "conv_template": "qwen2"}
+
+
+def test_qwen2_folder_passes_with_its_own_tokenizer(world, qwen2_llm, tmp_path, capsys):
+    code, out, fails = check(write_cfg(world, tmp_path, qwen2_model(qwen2_llm)), capsys)
+    assert code == 0 and not fails, out
+    line = next(x for x in out.splitlines() if x.split()[:2] == ["OK", "model.llama_model"])
+    assert "qwen2" in line and "pad '<|endoftext|>'" in line, line
+    assert "'$$'" not in out, out  # the LLaMA pad piece is not asked of a family that pads with its own
+
+
+def test_qwen2_folder_under_the_llama_family(world, qwen2_llm, tmp_path, capsys):
+    model = {**qwen2_model(qwen2_llm), "llm_family": "llama"}
+    code, out, fails = check(write_cfg(world, tmp_path, model), capsys)
+    assert code == 1, out
+    assert any("holds a 'qwen2' model, but model.llm_family 'llama'" in line for line in fails), out
+
+
 def test_ckpt_whose_llama_proj_is_for_another_llm_width(world, tmp_path, capsys):
     wide = {"llama_proj.weight": torch.zeros(5120, PROJ_IN), "llama_proj.bias": torch.zeros(5120)}
     torch.save(
