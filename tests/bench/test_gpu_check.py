@@ -53,7 +53,7 @@ def test_time_budget_stops_cleanly_with_the_reason(tmp_path, capsys):
 
 
 def test_a_hanging_row_is_killed_at_the_deadline(tmp_path):
-    result = main(["--device", "cpu", "--toy", "--only", "nccl,peak", "--inject-hang", "nccl", "--budget-s", "20",
+    result = main(["--device", "cpu", "--toy", "--only", "nccl,peak", "--inject-hang", "nccl", "--budget-s", "8",
                    "--json", str(tmp_path / "c.json")])  # fmt: skip
     assert result["rows"]["nccl"]["status"] == "timeout"
     assert result["rows"]["peak"]["status"] == "skipped" and "time budget" in result["rows"]["peak"]["reason"]
