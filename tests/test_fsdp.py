@@ -117,6 +117,11 @@ def test_fsdp_resumes_exactly_after_a_preemption(runs, world, tmp_path):
     [
         ({"parallelism": "zero3"}, {}, "run.parallelism: expected one of ddp, fsdp, got 'zero3'"),
         ({"parallelism": "fsdp", "valid_splits": ["val"]}, {}, "run.parallelism=fsdp does not validate yet"),
+        (
+            {"parallelism": "fsdp", "valid_generation": "caption.yaml"},
+            {},
+            r"does not validate yet \(.*valid_generation",
+        ),
         ({"parallelism": "fsdp"}, {"low_resource": True}, "cannot shard an 8-bit"),
     ],
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from minigpt4.common.config import bounded
+from minigpt4.common.config import bounded, path_field
 
 
 @dataclass
@@ -67,7 +67,12 @@ class RunConfig:
     valid_splits: List[str] = field(default_factory=list)
     test_splits: List[str] = field(default_factory=list)
     evaluate: bool = False
-    best_metric: str = "loss"  # the validation metric that picks checkpoint_best.pth ("loss" or "<dataset>/<split>")
+    # an evaluation YAML (what evaluate.py reads: run.task, datasets, evaluation) whose sets the model answers at the
+    # end of every epoch, scored as evaluate.py scores them; its metrics are "<dataset>/<split>/<metric>"
+    # (e.g. coco_caption/test/CIDEr for run.best_metric, with best_mode max). See minigpt4/runners/generation_validator.py
+    valid_generation: Optional[str] = path_field(None)
+    # the validation metric that picks checkpoint_best.pth ("loss", "<dataset>/<split>" or "<dataset>/<split>/<metric>")
+    best_metric: str = "loss"
     best_mode: str = "min"  # "min": lower best_metric is better; "max": higher
 
     # output, logging, checkpoints

@@ -46,6 +46,17 @@ def record_key(record: dict) -> tuple[str, str, str]:
 
 def check_config(cfg: Config) -> type[EvaluationTask]:
     """The evaluation task class of ``run.task``; a training task or an unset ``model.ckpt`` fails here."""
+    task_cls = evaluation_task_class(cfg)
+    if not cfg.model_cfg.ckpt:
+        raise ConfigError(
+            f"{cfg.cfg_path}: model.ckpt is not set: give the trained MiniGPT-4 checkpoint in the config or with "
+            "--options model.ckpt=PATH (without it the image projection is untrained)"
+        )
+    return task_cls
+
+
+def evaluation_task_class(cfg: Config) -> type[EvaluationTask]:
+    """The evaluation task class of ``run.task``; a training task fails here, naming the evaluation tasks."""
     try:
         task_cls = registry.get_task_class(cfg.run_cfg.task)
     except RegistryError as err:
@@ -54,11 +65,6 @@ def check_config(cfg: Config) -> type[EvaluationTask]:
         known = [n for n in registry.names("task") if issubclass(registry.get_task_class(n), EvaluationTask)]
         raise ConfigError(
             f"{cfg.cfg_path}: run.task {cfg.run_cfg.task!r} is not an evaluation task (known: {', '.join(known)})"
-        )
-    if not cfg.model_cfg.ckpt:
-        raise ConfigError(
-            f"{cfg.cfg_path}: model.ckpt is not set: give the trained MiniGPT-4 checkpoint in the config or with "
-            "--options model.ckpt=PATH (without it the image projection is untrained)"
         )
     return task_cls
 
@@ -138,13 +144,25 @@ def score_all(
 ) -> dict[str, dict[str, float]]:
     """``{"<dataset>/<split>": metrics}`` from the merged predictions."""
     answers = {record_key(r): str(r["answer"]) for r in done_records(out)}
+    return score_answers(task, datasets, items, answers, str(out))
+
+
+def score_answers(
+    task: EvaluationTask,
+    datasets: dict[str, dict[str, EvalDataset]],
+    items: Sequence[Pending],
+    answers: dict[tuple[str, str, str], str],
+    where: str,
+) -> dict[str, dict[str, float]]:
+    """``{"<dataset>/<split>": metrics}`` of ``answers`` (keyed by :attr:`Pending.key`); ``where`` names the source
+    of the answers in the error for an item without one."""
     metrics = {}
     for name, splits in datasets.items():
         for split, dataset in splits.items():
             mine = [p for p in items if p.dataset == name and p.split == split]
             missing = [p.key for p in mine if p.key not in answers]
             if missing:
-                raise RuntimeError(f"{out}: {len(missing)} items have no prediction, e.g. {missing[0]}")
+                raise RuntimeError(f"{where}: {len(missing)} items have no prediction, e.g. {missing[0]}")
             scores = task.score([p.item for p in mine], [answers[p.key] for p in mine], dataset)
             metrics[f"{name}/{split}"] = {**scores, "items": len(mine), "skipped_missing_images": dataset.skipped}
     return metrics

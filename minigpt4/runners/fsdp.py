@@ -99,10 +99,11 @@ def check_parallelism(run_cfg: Any, model_cfg: Any) -> None:
         raise ValueError(f"run.parallelism: expected one of {', '.join(PARALLELISMS)}, got {run_cfg.parallelism!r}")
     if run_cfg.parallelism == "fsdp" and model_cfg.get("low_resource", False):
         raise ValueError("run.parallelism=fsdp cannot shard an 8-bit (model.low_resource) LLM")
-    if run_cfg.parallelism == "fsdp" and (run_cfg.valid_splits or run_cfg.evaluate):
-        # the validator gives ranks unequal shares (and a stream to rank 0 alone); a sharded forward needs every
-        # rank in every forward
+    if run_cfg.parallelism == "fsdp" and (run_cfg.valid_splits or run_cfg.evaluate or run_cfg.valid_generation):
+        # the validators give ranks unequal shares (a stream to rank 0 alone, answers of different lengths); a
+        # sharded forward needs every rank in every forward
         raise ValueError(
-            "run.parallelism=fsdp does not validate yet (run.valid_splits / run.evaluate): the ranks' uneven "
-            "evaluation shares would stall the sharded forward; evaluate the checkpoint with run.parallelism=ddp"
+            "run.parallelism=fsdp does not validate yet (run.valid_splits / run.valid_generation / run.evaluate): "
+            "the ranks' uneven evaluation shares would stall the sharded forward; evaluate the checkpoint with "
+            "run.parallelism=ddp or evaluate.py"
         )

@@ -8,6 +8,8 @@ each with one job (and, where it has state, its own ``state_dict()`` / ``load_st
   discovery, ``run.keep_last``, ``checkpoint_best.pth`` by ``run.best_metric`` / ``run.best_mode``);
 - :class:`~minigpt4.runners.metrics.MetricsWriter`: log lines, ``metrics.jsonl``, TensorBoard, progress bar;
 - :class:`~minigpt4.runners.validator.Validator`: the task's evaluation on ``run.valid_splits``, named metrics;
+- :class:`~minigpt4.runners.generation_validator.GenerationValidator`: the benchmark of ``run.valid_generation``
+  answered and scored (CIDEr, VQA accuracy, POPE F1), metrics ``<dataset>/<split>/<metric>``;
 - :func:`~minigpt4.runners.precision.resolve_precision`: what ``run.amp`` / ``run.amp_dtype`` mean here;
 - :mod:`minigpt4.runners.job`: the cross-key checks of the ``run`` section, the job id and the device;
 - the optimizer and LR schedule of :mod:`minigpt4.common.optims`, and the data iterator of
@@ -42,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +57,15 @@ from torch.utils.data import IterableDataset
 from minigpt4.common import dist_utils
 from minigpt4.common.optims import build_lr_scheduler, build_optimizer
 from minigpt4.common.registry import registry
+from minigpt4.models.base_model import resolve_model_path
 from minigpt4.runners import checkpointer as ckpt
 from minigpt4.runners import fsdp
+from minigpt4.runners.generation_validator import GenerationValidator
 from minigpt4.runners.job import check_run_config, job_id_from_config, param_digest, training_device
 from minigpt4.runners.metrics import MetricsWriter
 from minigpt4.runners.precision import resolve_precision
 from minigpt4.runners.preemption import PREEMPTED_EXIT_CODE, Preempted, PreemptionGuard
-from minigpt4.runners.validator import Validator
+from minigpt4.runners.validator import Validation, Validator
 from minigpt4.tasks.base_task import batch_size_of
 
 logger = logging.getLogger(__name__)
@@ -115,7 +120,8 @@ class RunnerBase:
         self.validator = Validator(
             task, datasets, run.batch_size_eval, run.num_workers, self.device, self.autocast, self.rank, self.world_size
         )
-        if run.valid_splits:
+        self.generation_validator = self.build_generation_validator()
+        if run.valid_splits or self.generation_validator is not None:
             self.check_best_metric()
         self.train_iter: Any = None
         self.global_step = 0
@@ -153,15 +159,39 @@ class RunnerBase:
             counts.append(len(dataset) // self.world_size // batch)  # the iterator drops incomplete batches
         return max(sum(counts), 1)
 
+    def build_generation_validator(self) -> GenerationValidator | None:
+        """The validator of ``run.valid_generation`` (None when unset); its sets are read now, before training."""
+        path = self.run_cfg.valid_generation
+        if not path:
+            return None
+        validator = GenerationValidator(
+            resolve_model_path(path, "run.valid_generation"),
+            self.cfg,
+            self.device,
+            self.autocast,
+            self.rank,
+            self.world_size,
+        )
+        logger.info("validation by generation: %s", validator.describe())
+        return validator
+
     def check_best_metric(self) -> None:
         """Fail now, not after the first epoch, when ``run.best_metric`` cannot be among the validation metrics."""
-        name, keys = self.run_cfg.best_metric, list(self.validator.datasets_for(self.run_cfg.valid_splits))
-        if name == "loss" or name in keys or any(name.startswith(f"{key}/") for key in keys):
+        run = self.run_cfg
+        name, keys = run.best_metric, list(self.validator.datasets_for(run.valid_splits))
+        generated = self.generation_validator.keys() if self.generation_validator is not None else []
+        if (name == "loss" and run.valid_splits) or any(name.startswith(f"{key}/") for key in generated):
             return
+        if run.valid_splits and (name in keys or any(name.startswith(f"{key}/") for key in keys)):
+            return
+        reported = ["'loss' (all datasets)"] if run.valid_splits else []
+        reported += [repr(k) for k in keys]
+        reported += [f"'{k}/<metric>'" for k in generated]
         raise ValueError(
-            f"run.best_metric={name!r}: validation on run.valid_splits={list(self.run_cfg.valid_splits)} reports "
-            f"'loss' (all datasets), {', '.join(repr(k) for k in keys) or 'no dataset'} and '<dataset>/<split>/<metric>' "
-            "for other metrics of the task"
+            f"run.best_metric={name!r}: validation (run.valid_splits={list(run.valid_splits)}, "
+            f"run.valid_generation={run.valid_generation}) reports {', '.join(reported) or 'nothing'}"
+            + (" and '<dataset>/<split>/<metric>' for other metrics of the task" if keys else "")
+            + ("; with run.valid_generation set best_mode is usually max (CIDEr, accuracy, F1)" if generated else "")
         )
 
     def wrap_model(self) -> nn.Module:
@@ -234,7 +264,7 @@ class RunnerBase:
                 start_epoch, start_iter = divmod(self.global_step, self.iters_per_epoch)
                 for epoch in range(start_epoch, run.max_epoch):
                     self.train_epoch(epoch, start_iter if epoch == start_epoch else 0)
-                    if run.valid_splits:
+                    if run.valid_splits or self.generation_validator is not None:
                         self.validate(epoch)
                     self.save_checkpoint(epoch, ckpt.epoch_checkpoint_name(epoch))
                     if self.stop_ranks and epoch + 1 < run.max_epoch:
@@ -385,19 +415,29 @@ class RunnerBase:
 
     # -- validation -------------------------------------------------------------------------------------------
     def validate(self, epoch: int) -> None:
-        """Validation on ``run.valid_splits``; a new best by ``run.best_metric`` is saved as checkpoint_best.pth."""
-        result = self.validator.run(self.model, self.run_cfg.valid_splits)
+        """Validation on ``run.valid_splits`` and by ``run.valid_generation``; a new best by ``run.best_metric`` is
+        saved as checkpoint_best.pth."""
+        result = self.run_validation(self.run_cfg.valid_splits)
         if not result.metrics:
             logger.warning("run.valid_splits=%s: no dataset has these splits", list(self.run_cfg.valid_splits))
             return
-        logger.info("validation after epoch %d (step %d): %s", epoch, self.global_step, result.describe())
+        logger.info("validation after epoch %d (step %d): %s", epoch, self.global_step, describe(result))
         self.metrics.write({"kind": "val", "step": self.global_step, "epoch": epoch, **result.metrics})
         if self.checkpointer.improves(result.metrics):
             self.save_checkpoint(epoch, ckpt.BEST_CHECKPOINT)
 
+    def run_validation(self, splits: Any) -> Validation:
+        """The loss validation on ``splits`` (when any) with the generation metrics added (when configured)."""
+        result = self.validator.run(self.model, splits) if splits else Validation()
+        if self.generation_validator is not None:
+            start = time.time()
+            result.metrics.update(self.generation_validator.run(self.model))
+            logger.info("validation by generation took %.1fs", time.time() - start)
+        return result
+
     def evaluate_only(self) -> dict[str, Any]:
-        result = self.validator.run(self.model, list(self.run_cfg.valid_splits) + list(self.run_cfg.test_splits))
-        logger.info("evaluation: %s", result.describe() if result.metrics else "no dataset has these splits")
+        result = self.run_validation(list(self.run_cfg.valid_splits) + list(self.run_cfg.test_splits))
+        logger.info("evaluation: %s", describe(result) if result.metrics else "no dataset has these splits")
         self.metrics.write({"kind": "eval", "step": self.global_step, **result.metrics})
         return {"evaluation": result.metrics, "counts": result.counts, "run_dir": str(self.run_dir)}
 
@@ -518,3 +558,18 @@ __all__ = [
     "param_digest",
     "training_device",
 ]
+
+
+def describe(result: Validation) -> str:
+    """The loss validation in words (when there was one), then the generation metrics."""
+    parts = [result.describe()] if "loss" in result.metrics else []
+    generated = [
+        f"{key} {value:.4f}"
+        for key, value in result.metrics.items()
+        if key.count("/") >= 2 and not key.endswith(GENERATION_COUNTS)
+    ]
+    return "; ".join(parts + generated)
+
+
+#: the counts a generation validation reports next to its metrics (kept in metrics.jsonl, left out of the log line)
+GENERATION_COUNTS = ("/items", "/skipped_missing_images")
