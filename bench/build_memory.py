@@ -12,8 +12,11 @@ from the project's own modules built on the meta device, so they load exactly as
 holds one tensor (the ViT file: the whole ViT) at a time.
 
 The measurement runs ``MiniGPT4.from_config`` in a fresh process and reports the wall time, the peak RSS
-(``VmHWM``) before and after the build, the RSS after it, and the bytes of the built model's weights: a
-construction that never materialises a second copy peaks near baseline + weights. On a CPU the LLM is built in
+(``VmHWM``) before and after the build, the peak of the anonymous part of the RSS (``RssAnon``, sampled every
+5 ms: the memory the process owns, without the reclaimable pages of memory-mapped weight files that ``VmHWM``
+also counts), the RSS after it, and the bytes of the built model's weights: a construction that never
+materialises a second copy peaks near baseline + weights. ``--low-memory-build false`` measures the published
+construction (random initialisation, then a load over it). On a CPU the LLM is built in
 bfloat16 and the ViT in bf16 (``torch_dtype: float16`` / ``vit_precision: fp16`` fall back to fp32 without CUDA).
 A watchdog kills the measured process when the machine's available memory drops under ``--min-available-gib``,
 so a configuration too large for the machine fails instead of pushing others into swap or the OOM killer.
@@ -154,25 +157,66 @@ def _weights_mib(model: torch.nn.Module) -> dict[str, float]:
     return out
 
 
+def rss_parts_mib() -> dict[str, float]:
+    """This process's resident memory split as the kernel counts it: ``RssAnon`` (memory the process owns) and
+    ``RssFile`` (pages of mapped files: reclaimable, re-read from disk when needed)."""
+    parts = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("RssAnon:", "RssFile:")):
+                name, value = line.split()[:2]
+                parts[name.rstrip(":")] = int(value) / 1024
+    return parts
+
+
+class AnonPeak:
+    """The highest ``RssAnon`` seen, sampled every ``interval`` seconds in a thread (the kernel keeps a peak of the
+    whole RSS only, ``VmHWM``, which also counts the pages of memory-mapped weight files)."""
+
+    def __init__(self, interval: float = 0.005) -> None:
+        self.interval, self.peak, self.stop = interval, 0.0, threading.Event()
+        self.thread = threading.Thread(target=self.watch, daemon=True)
+
+    def watch(self) -> None:
+        while not self.stop.is_set():
+            self.peak = max(self.peak, rss_parts_mib().get("RssAnon", 0.0))
+            time.sleep(self.interval)
+
+    def __enter__(self) -> AnonPeak:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.peak = max(self.peak, rss_parts_mib().get("RssAnon", 0.0))
+
+
 def child_build(args: argparse.Namespace) -> None:
     """In the measured process: import, then ``MiniGPT4.from_config`` on the assets."""
     from minigpt4.models import MiniGPT4
 
     cfg = json.loads(args.child_cfg)
-    before = {"rss_mib": rss_mib(), "peak_rss_mib": vm_hwm_mib()}
+    before = {"rss_mib": rss_mib(), "peak_rss_mib": vm_hwm_mib(), "anon_mib": rss_parts_mib()["RssAnon"]}
     t0 = time.perf_counter()
-    model = MiniGPT4.from_config(cfg)
+    with AnonPeak() as anon:
+        model = MiniGPT4.from_config(cfg)
     seconds = time.perf_counter() - t0
     weights = _weights_mib(model)
+    after = rss_parts_mib()
     result = {
         "build_s": seconds,
         "before_build": before,
         "rss_after_build_mib": rss_mib(),
+        "anon_after_build_mib": after["RssAnon"],
+        "file_after_build_mib": after["RssFile"],
         "peak_rss_mib": vm_hwm_mib(),
+        "peak_anon_mib": anon.peak,
         "weights_mib": weights,
         "weights_total_mib": sum(weights.values()),
     }
     result["peak_over_weights"] = (result["peak_rss_mib"] - before["rss_mib"]) / result["weights_total_mib"]
+    result["peak_anon_over_weights"] = (anon.peak - before["anon_mib"]) / result["weights_total_mib"]
     write_json(result, args.json_out)
 
 
@@ -215,6 +259,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "qformer_num_layers": sizes["qformer_layers"],
         "vit_precision": args.vit_precision,
         "torch_dtype": args.torch_dtype,
+        "low_memory_build": args.low_memory_build == "true",
         **assets,
     }
     with tempfile.TemporaryDirectory(prefix="build_memory_out_") as tmp:
@@ -242,6 +287,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     cuda = torch.cuda.is_available()
     p.add_argument("--torch-dtype", default="float16" if cuda else "bfloat16")
     p.add_argument("--vit-precision", default="fp16" if cuda else "bf16")
+    p.add_argument("--low-memory-build", choices=("true", "false"), default="true", help="model.low_memory_build")
     p.add_argument("--min-available-gib", type=float, default=2.0, help="kill the build below this much free memory")
     p.add_argument("--json-out", default=None, help="write the result here (default: stdout)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)

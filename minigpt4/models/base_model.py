@@ -102,9 +102,12 @@ class BaseModel(nn.Module):
         return self.load_state_dict_report(state, source=path)
 
     def load_state_dict_report(
-        self, state: dict[str, Tensor], source: str, report_missing: bool = True
+        self, state: dict[str, Tensor], source: str, report_missing: bool = True, assign: bool = False
     ) -> tuple[list[str], list[str]]:
-        """Non-strict load with a clear error on shape mismatches and a log of what loaded and what did not."""
+        """Non-strict load with a clear error on shape mismatches and a log of what loaded and what did not.
+
+        ``assign``: put the tensors in place (each in the dtype of the model's own tensor) instead of copying into
+        the existing ones: the way to fill modules built on the meta device (:mod:`minigpt4.models.weights`)."""
         own = self.state_dict()
         mismatched = [
             f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
@@ -116,7 +119,11 @@ class BaseModel(nn.Module):
                 f"{source}: parameter shapes do not match the model ({'; '.join(mismatched)}). "
                 + self._mismatch_hint(mismatched)
             )
-        result = self.load_state_dict(state, strict=False)
+        if assign:
+            from minigpt4.models.weights import in_dtypes_of
+
+            state = {**state, **in_dtypes_of(self, state)}
+        result = self.load_state_dict(state, strict=False, assign=assign)
         loaded = [k for k in state if k in own]
         logger.info("loaded %d tensors from %s", len(loaded), source)
         unexpected = list(result.unexpected_keys)

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from minigpt4.models.base_model import BaseModel, resolve_model_path
 from minigpt4.models.eva_vit import VisionTransformer, create_eva_vit_g
 from minigpt4.models.Qformer import Qformer, QformerConfig
+from minigpt4.models.weights import meta_tensors, read_weights
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,14 @@ class Blip2Base(BaseModel):
         return visual_encoder, ln_vision
 
     @classmethod
+    def meta_qformer_names(cls, cfg: Any) -> list[str]:
+        """The state-dict names of the Q-Former ``cfg`` configures (built on the meta device)."""
+        qformer, _ = cls.init_Qformer(
+            cfg.num_query_token, cfg.vit_width, cfg.cross_attention_freq, device="meta", **qformer_sizes(cfg)
+        )
+        return list(qformer.state_dict())
+
+    @classmethod
     def init_Qformer(
         cls,
         num_query_token: int,
@@ -126,15 +135,28 @@ class Blip2Base(BaseModel):
             query_tokens.data.normal_(mean=0.0, std=0.02)
         return qformer, query_tokens
 
-    def load_from_pretrained(self, path: str | os.PathLike[str], key: str = "model.q_former_model") -> None:
-        """Load a BLIP-2 checkpoint (``{"model": {...}}``) non-strictly into this model, logging what it skipped."""
+    def load_from_pretrained(
+        self,
+        path: str | os.PathLike[str],
+        key: str = "model.q_former_model",
+        state: dict[str, torch.Tensor] | None = None,
+        assign: bool = False,
+    ) -> None:
+        """Load a BLIP-2 checkpoint (``{"model": {...}}``) non-strictly into this model, logging what it skipped.
+
+        ``state``: the checkpoint's state dict when already read (:func:`read_blip2_state`); ``assign``: put its
+        tensors in place (a Q-Former built on the meta device, see :mod:`minigpt4.models.weights`)."""
         path = resolve_model_path(path, key)
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        state = ckpt["model"] if isinstance(ckpt, dict) and "model" in ckpt else ckpt
+        if state is None:
+            state = read_blip2_state(path)
         own = self.state_dict()
         used = {k: v for k, v in state.items() if k in own}
         skipped = sorted(k for k in state if k not in own)
-        self.load_state_dict_report(used, source=path, report_missing=False)
+        self.load_state_dict_report(used, source=path, report_missing=False, assign=assign)
+        if assign:
+            left = meta_tensors(self.Qformer) + (["query_tokens"] if self.query_tokens.is_meta else [])
+            if left:
+                raise ValueError(f"{path}: has no values for {', '.join(left[:5])}")
         expected = [k for k in own if k.startswith(("Qformer.", "query_tokens", "ln_vision."))]
         missing = [k for k in expected if k not in used]
         logger.info("loaded %d tensors from the BLIP-2 checkpoint %s", len(used), path)
@@ -142,3 +164,9 @@ class Blip2Base(BaseModel):
             logger.warning("Q-Former tensors missing from %s: %s", path, ", ".join(missing))
         if skipped:
             logger.info("%d tensors of %s are not part of MiniGPT-4 (text branch, heads...)", len(skipped), path)
+
+
+def read_blip2_state(path: str) -> dict[str, torch.Tensor]:
+    """The state dict of a BLIP-2 checkpoint (``{"model": {...}}`` or a plain state dict), memory-mapped."""
+    ckpt = read_weights(path, weights_only=False)
+    return ckpt["model"] if isinstance(ckpt, dict) and "model" in ckpt else ckpt

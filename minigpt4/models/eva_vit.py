@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from contextlib import nullcontext
 from typing import Any
 
@@ -19,6 +20,8 @@ import torch.nn.functional as F
 from timm.layers import DropPath, to_2tuple
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
+
+from minigpt4.models.weights import assign_weights, covers, read_weights
 
 logger = logging.getLogger(__name__)
 
@@ -222,6 +225,14 @@ class VisionTransformer(nn.Module):
                 x = blk(x)
         return x
 
+    def prepare_state(self, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The entries of ``state_dict`` this ViT has, ``pos_embed`` interpolated to its image size."""
+        own = self.state_dict(keep_vars=True)
+        used = {k: v for k, v in state_dict.items() if k in own}
+        if "pos_embed" in used:
+            used["pos_embed"] = interpolate_pos_embed(used["pos_embed"], self.patch_embed.num_patches)
+        return used
+
     def load_state_dict_report(self, state_dict: dict[str, Tensor]) -> tuple[list[str], list[str]]:
         """Load non-strictly (interpolating ``pos_embed`` if needed); return (missing, unexpected) keys."""
         state_dict = dict(state_dict)
@@ -258,6 +269,7 @@ def create_eva_vit_g(
     mlp_dim: int = EVA_G_MLP_DIM,
     patch_size: int = EVA_G_PATCH,
     device: str | torch.device | None = None,
+    low_memory: bool = True,
 ) -> VisionTransformer:
     """Build EVA ViT-G (or a smaller one through the overrides) and load ``path`` (a plain state dict) into it.
 
@@ -271,37 +283,72 @@ def create_eva_vit_g(
         path: local ``eva_vit_g.pth``; None builds with random weights (or on the meta device, shapes only).
         width, depth, num_heads, mlp_dim, patch_size: architecture overrides (tiny models).
         device: where to build; ``"meta"`` builds without memory and never loads.
+        low_memory: with ``path``, build on the meta device and put the file's tensors in place in their final
+            dtypes (:mod:`minigpt4.models.weights`: one copy of the weights, no random initialisation); a file
+            that lacks some tensors, or False, builds with random weights first and loads over them (published).
+            Either way the weights are the same.
     """
     if precision not in VIT_PRECISIONS:
         raise ValueError(f"vit_precision must be one of {', '.join(VIT_PRECISIONS)}, got {precision!r}")
-    with torch.device(device) if device is not None else nullcontext():
-        model = VisionTransformer(
-            img_size=img_size,
-            patch_size=patch_size,
-            embed_dim=width,
-            depth=depth,
-            num_heads=num_heads,
-            mlp_dim=mlp_dim,
-            drop_path_rate=drop_path_rate,
-            use_checkpoint=use_checkpoint,
+    sizes = {
+        "img_size": img_size,
+        "patch_size": patch_size,
+        "embed_dim": width,
+        "depth": depth,
+        "num_heads": num_heads,
+        "mlp_dim": mlp_dim,
+        "drop_path_rate": drop_path_rate,
+        "use_checkpoint": use_checkpoint,
+    }
+    if path is None or str(device) == "meta":
+        with torch.device(device) if device is not None else nullcontext():
+            model = VisionTransformer(**sizes)
+        if VIT_PRECISIONS[precision] is not None:
+            convert_weights_to_fp16(model, VIT_PRECISIONS[precision])
+        return model
+
+    from minigpt4.models.base_model import resolve_model_path
+
+    path = resolve_model_path(path, "model.vit_path")
+    state = read_vit_state(path)
+    if low_memory:
+        with torch.device("meta"):
+            model = VisionTransformer(**sizes)
+        if VIT_PRECISIONS[precision] is not None:
+            convert_weights_to_fp16(model, VIT_PRECISIONS[precision])
+        lacking = covers(model.state_dict(), state)
+        if not lacking:
+            used = model.prepare_state(state)
+            assign_weights(model, used, path)
+            if device is not None:
+                model.to(device)
+            unexpected = [k for k in state if k not in used]
+            logger.info("loaded the ViT from %s (%d tensors, built on the meta device)", path, len(used))
+            if unexpected:
+                logger.info("ignored keys of %s not used by the ViT: %s", path, ", ".join(unexpected))
+            return model
+        logger.info(
+            "%s lacks %d ViT tensors (%s): building the ViT with random weights, then loading over them",
+            path,
+            len(lacking),
+            ", ".join(lacking[:3]),
         )
-    if path is not None and str(device) != "meta":
-        _load_vit_weights(model, path)
+    with torch.device(device) if device is not None else nullcontext():
+        model = VisionTransformer(**sizes)
+    missing, unexpected = model.load_state_dict_report(state)
+    logger.info("loaded the ViT from %s (%d tensors)", path, len(state) - len(unexpected))
+    if missing:
+        logger.warning("ViT weights missing from %s: %s", path, ", ".join(missing))
+    if unexpected:
+        logger.info("ignored keys of %s not used by the ViT: %s", path, ", ".join(unexpected))
     if VIT_PRECISIONS[precision] is not None:
         convert_weights_to_fp16(model, VIT_PRECISIONS[precision])
     return model
 
 
-def _load_vit_weights(model: VisionTransformer, path: str) -> None:
-    from minigpt4.models.base_model import resolve_model_path
-
-    path = resolve_model_path(path, "model.vit_path")
-    state_dict: Any = torch.load(path, map_location="cpu", weights_only=True)
+def read_vit_state(path: str) -> dict[str, Tensor]:
+    """The ViT state dict of ``path`` (a plain state dict, or one under ``"model"``), memory-mapped."""
+    state_dict: Any = read_weights(path)
     if isinstance(state_dict, dict) and "model" in state_dict and isinstance(state_dict["model"], dict):
         state_dict = state_dict["model"]
-    missing, unexpected = model.load_state_dict_report(state_dict)
-    logger.info("loaded the ViT from %s (%d tensors)", path, len(state_dict) - len(unexpected))
-    if missing:
-        logger.warning("ViT weights missing from %s: %s", path, ", ".join(missing))
-    if unexpected:
-        logger.info("ignored keys of %s not used by the ViT: %s", path, ", ".join(unexpected))
+    return state_dict

@@ -20,11 +20,12 @@ from minigpt4.common.config import bounded, path_field
 from minigpt4.common.constants import IGNORE_INDEX, IMAGE_PLACEHOLDER, LLAMA2_PATCH_GROUP
 from minigpt4.common.registry import registry
 from minigpt4.models.base_model import freeze, resolve_model_path
-from minigpt4.models.blip2 import Blip2Base, qformer_sizes, vit_sizes
+from minigpt4.models.blip2 import Blip2Base, qformer_sizes, read_blip2_state, vit_sizes
 from minigpt4.models.eva_vit import VIT_PRECISIONS
 from minigpt4.models.llm_attention import check_attn_implementation
 from minigpt4.models.llm_families import get_llm_family, load_causal_lm, load_tokenizer, model_type_configs
 from minigpt4.models.sequence_builder import SequenceBuilder
+from minigpt4.models.weights import covers
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,10 @@ class MiniGPT4Config:
     use_grad_checkpoint: bool = False
     vit_precision: str = "fp16"  # fp16 (published, CPU too) | bf16 | fp32: dtype of the frozen ViT conv/linear weights
     freeze_vit: bool = True
+    # build the frozen ViT and Q-Former on the meta device and fill them from vit_path / q_former_model in their
+    # final dtypes (one copy of the weights, no random init; minigpt4/models/weights.py). False: random init, then
+    # load over it, as published. The weights are the same either way
+    low_memory_build: bool = True
     vit_width: int = 1408
     vit_depth: int = 39
     vit_heads: int = 16
@@ -181,6 +186,7 @@ class MiniGPT4(Blip2Base):
             cfg.use_grad_checkpoint,
             vit_precision,
             path=cfg.vit_path,
+            low_memory=cfg.low_memory_build,
             **vit_sizes(cfg),
         )
         if cfg.freeze_vit:
@@ -190,14 +196,30 @@ class MiniGPT4(Blip2Base):
         self.Qformer, self.query_tokens = None, None
         if not self.has_qformer:
             return
+        state, path, on_meta = None, None, False
+        if cfg.q_former_model:
+            path = resolve_model_path(cfg.q_former_model, "model.q_former_model")
+            state = read_blip2_state(path)
+        if state is not None and cfg.low_memory_build:
+            expected = [f"Qformer.{k}" for k in self.meta_qformer_names(cfg)] + ["query_tokens"]
+            lacking = covers(expected, state)
+            on_meta = not lacking
+            if lacking:
+                logger.info(
+                    "%s lacks %d Q-Former tensors (%s): building the Q-Former with random weights first",
+                    path,
+                    len(lacking),
+                    ", ".join(lacking[:3]),
+                )
         self.Qformer, self.query_tokens = self.init_Qformer(
             cfg.num_query_token,
             self.visual_encoder.num_features,
             cfg.cross_attention_freq,
+            device="meta" if on_meta else None,
             **qformer_sizes(cfg),
         )
-        if cfg.q_former_model:
-            self.load_from_pretrained(cfg.q_former_model)
+        if state is not None:
+            self.load_from_pretrained(path, state=state, assign=on_meta)
         else:
             logger.warning("model.q_former_model is not set: the Q-Former keeps its random initialisation")
         if cfg.freeze_qformer:
