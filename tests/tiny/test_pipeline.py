@@ -55,6 +55,8 @@ def trained(tiny_world, tmp_path_factory):
                 f"model.ckpt={s1['last_checkpoint']}",
                 f"datasets.cc_sbu_align.build_info.storage={tiny_world}/cc_sbu_align",
                 f"run.output_dir={out}/stage2",
+                "run.max_epoch=1",  # the shipped 5 x 400 steps shortened, as stage 1 is
+                "run.iters_per_epoch=600",
                 "run.log_freq=20",
             ]
         )
