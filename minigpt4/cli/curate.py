@@ -3,7 +3,8 @@
     python -m minigpt4.cli.curate generate --cfg-path curate_configs/curate_paper.yaml
     python -m minigpt4.cli.curate refine --cfg-path curate_configs/curate_paper.yaml
     python -m minigpt4.cli.curate filter --cfg-path curate_configs/curate_paper.yaml
-    python -m minigpt4.cli.curate review accept-passed --cfg-path curate_configs/curate_paper.yaml
+    python -m minigpt4.cli.curate review --cfg-path curate_configs/curate_paper.yaml     # the review page
+    python -m minigpt4.cli.curate review accept-passed --cfg-path curate_configs/curate_paper.yaml  # or no review
     python -m minigpt4.cli.curate export --cfg-path curate_configs/curate_paper.yaml [--overwrite]
     python -m minigpt4.cli.curate status --cfg-path curate_configs/curate_paper.yaml
 
@@ -36,7 +37,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--options", nargs="+", default=None, help="override config values: key=value (dotted keys)")
     add_debug_argument(parser)
     parser.add_argument("step", choices=STEPS)
-    parser.add_argument("action", nargs="?", default=None, help="review: accept-passed")
+    parser.add_argument(
+        "action", nargs="?", default=None, help="review: accept-passed (without it: serve the review page)"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="review page: address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=7861, help="review page: port (default 7861)")
     parser.add_argument("--overwrite", action="store_true", help="export: replace an existing folder")
     return parser.parse_args(argv)
 
@@ -107,7 +112,12 @@ def _review(cfg: Any, store: Any, args: argparse.Namespace) -> dict[str, Any]:
 
     if args.action == "accept-passed":
         return asdict(review.accept_passed(store))
-    raise ConfigError(f"review: give an action: accept-passed (got {args.action!r})")
+    if args.action is None:
+        from minigpt4.curation.review_page import serve
+
+        serve(store, args.host, args.port)
+        return review.counts(store)
+    raise ConfigError(f"review: the action is accept-passed, or none to serve the review page (got {args.action!r})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,7 +36,7 @@ class ExportReport:
     stale_reviews: int = 0
 
 
-def _natural(record_id: str) -> list:
+def natural_key(record_id: str) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", record_id)]
 
 
@@ -51,7 +51,7 @@ def run_export(store: Store, folder: str | os.PathLike[str], overwrite: bool = F
         shutil.rmtree(tmp)
     (tmp / IMAGE_FOLDER).mkdir(parents=True)
     annotations = []
-    for record in sorted(store, key=lambda r: _natural(r["id"])):
+    for record in sorted(store, key=lambda r: natural_key(r["id"])):
         review = current_review(record)
         if review is None:
             report.stale_reviews += bool(record.get("review"))
