@@ -108,8 +108,32 @@ class OpenAIConfig:
 
 
 @dataclasses.dataclass
+class HFConfig:
+    """A local Hugging Face causal LM, run by transformers on this machine (no server), in batches.
+
+    ``model``: a ``save_pretrained`` folder; ``llm_family`` says which classes load it (as ``model.llm_family``
+    does: ``llama``, ``qwen2``). The message is the prompt, a blank line and the text. ``template``: the text
+    around the message, ``{}`` standing for it (Vicuna v0: ``"###Human: {} ###Assistant: "``); None: the
+    tokenizer's chat template when it has one, else the message and a newline. ``stop``: the answer is cut where
+    this string starts (Vicuna v0: ``"###"``, the next turn). Decoding is greedy (deterministic: a rerun gives the
+    same text) for at most ``max_new_tokens``. ``device`` None: CUDA when available, else the CPU; ``dtype``:
+    ``float32``, ``float16`` or ``bfloat16``.
+    """
+
+    model: Optional[str] = path_field(None, kind="model")
+    llm_family: str = "llama"
+    template: Optional[str] = None
+    stop: Optional[str] = None
+    batch_size: int = bounded(8, gt=0)
+    max_new_tokens: int = bounded(400, gt=0)
+    dtype: str = "float32"
+    device: Optional[str] = None
+
+
+@dataclasses.dataclass
 class RefineConfig:
-    """How descriptions are cleaned: ``backend`` ``rule`` (no model) or ``openai``.
+    """How descriptions are cleaned: ``backend`` ``rule`` (no model), ``openai`` (an OpenAI-compatible endpoint)
+    or ``hf`` (a local Hugging Face causal LM).
 
     ``input``: ``generate`` (the generated text) or ``refine`` (the latest refined text, e.g. rules first,
     then an LLM). ``prompt_path``: the instruction given to the LLM, followed by a blank line and the text.
@@ -119,6 +143,7 @@ class RefineConfig:
     input: str = "generate"
     prompt_path: str = path_field(PAPER_REFINE_PROMPT_PATH, kind="model")
     openai: OpenAIConfig = dataclasses.field(default_factory=OpenAIConfig)
+    hf: HFConfig = dataclasses.field(default_factory=HFConfig)
 
 
 @dataclasses.dataclass
@@ -169,7 +194,8 @@ class CurateConfig:
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
 
 
-REFINE_BACKENDS = ("rule", "openai")
+REFINE_BACKENDS = ("rule", "openai", "hf")
+HF_DTYPES = ("float32", "float16", "bfloat16")
 REFINE_INPUTS = ("generate", "refine")
 
 
@@ -201,6 +227,7 @@ def _check_choices(cfg: DictConfig, origins: _Origins, path: str) -> None:
     for key, value, allowed in (
         ("refine.backend", cfg.refine.backend, REFINE_BACKENDS),
         ("refine.input", cfg.refine.input, REFINE_INPUTS),
+        ("refine.hf.dtype", cfg.refine.hf.dtype, HF_DTYPES),
     ):
         if value not in allowed:
             raise ConfigError(f"{origins.of(key, path)}: {key}: unknown value {value!r}; known: {', '.join(allowed)}")

@@ -1,4 +1,5 @@
-"""``refine``: clean each description, by rules or with an LLM behind an OpenAI-compatible endpoint.
+"""``refine``: clean each description, by rules, with an LLM behind an OpenAI-compatible endpoint, or with a local
+Hugging Face causal LM (batched, greedy).
 
 The version key of a refined text is the hash of the backend's settings and of the input version it refined,
 so a rerun with the same settings skips what is done and a rerun with others adds a version. A record whose
@@ -22,6 +23,7 @@ from omegaconf import DictConfig
 from minigpt4.common.config import ConfigError
 from minigpt4.curation.config import settings_key
 from minigpt4.curation.store import Store, now
+from minigpt4.models.base_model import resolve_model_path
 
 logger = logging.getLogger(__name__)
 
@@ -194,6 +196,20 @@ class RefineReport:
 def backend_settings(rcfg: DictConfig) -> dict[str, Any]:
     if rcfg.backend == "rule":
         return {"backend": "rule"}
+    if rcfg.backend == "hf":
+        hcfg = rcfg.hf
+        if not hcfg.model:
+            raise ConfigError("refine.backend: hf needs refine.hf.model (a Hugging Face save_pretrained folder)")
+        return {
+            "backend": "hf",
+            "model": os.path.abspath(resolve_model_path(hcfg.model, "refine.hf.model")),
+            "llm_family": hcfg.llm_family,
+            "template": hcfg.template,
+            "stop": hcfg.stop,
+            "max_new_tokens": hcfg.max_new_tokens,
+            "dtype": hcfg.dtype,
+            "prompt": read_prompt(rcfg.prompt_path),
+        }
     ocfg = rcfg.openai
     return {
         "backend": "openai",
@@ -244,6 +260,9 @@ def run_refine(cfg: DictConfig, store: Store, sleep: Callable[[float], None] = t
             entry = _entry(source, settings, backend="rule", text=cleaned, changes=changes)
             store.append([{"id": record_id, "texts": {version: entry}, "latest": {STEP: version}}])
             report.refined += 1
+        return report
+    if rcfg.backend == "hf":
+        _refine_hf(rcfg, store, todo, settings, report)
         return report
     _refine_openai(rcfg, store, todo, settings, report, sleep)
     return report
@@ -300,4 +319,106 @@ def _refine_openai(
         u.prompt_tokens,
         u.completion_tokens,
         u.cost,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the local Hugging Face backend
+# ----------------------------------------------------------------------------------------------------------
+
+
+class LocalLLM:
+    """A causal LM and its tokenizer from a ``save_pretrained`` folder, loaded by the project's LLM family table
+    (:mod:`minigpt4.models.llm_families`), answering batches of chat messages greedily."""
+
+    def __init__(self, hcfg: DictConfig) -> None:
+        import torch
+
+        from minigpt4.models.llm_families import get_llm_family, load_causal_lm, load_tokenizer
+
+        family = get_llm_family(hcfg.llm_family)
+        path = resolve_model_path(hcfg.model, "refine.hf.model")
+        self.device = torch.device(hcfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.tokenizer = load_tokenizer(family, path)
+        dtype = getattr(torch, hcfg.dtype)
+        self.model = load_causal_lm(family, path, dtype=dtype).to(self.device).eval()
+        self.max_new_tokens = int(hcfg.max_new_tokens)
+        self.template, self.stop = hcfg.template, hcfg.stop
+        logger.info("refine (hf): %s %s on %s (%s)", family.name, path, self.device, hcfg.dtype)
+
+    def prompt_ids(self, message: str) -> list[int]:
+        """The token ids of one user message and the start of the answer."""
+        tok = self.tokenizer
+        if self.template:
+            return list(tok(self.template.replace("{}", message)).input_ids)
+        if getattr(tok, "chat_template", None):
+            ids = tok.apply_chat_template([{"role": "user", "content": message}], add_generation_prompt=True)
+            return list(ids if isinstance(ids, list) else ids["input_ids"])
+        return list(tok(f"{message}\n").input_ids)
+
+    def answer(self, messages: list[str]) -> list[dict[str, Any]]:
+        """``{"text", "usage"}`` per message: greedy, left-padded into one batch."""
+        import torch
+
+        prompts = [self.prompt_ids(m) for m in messages]
+        width = max(len(p) for p in prompts)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        with torch.no_grad():
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=mask,
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                num_beams=1,
+                pad_token_id=pad,
+                eos_token_id=self.tokenizer.eos_token_id,
+            )
+        results = []
+        for prompt, row in zip(prompts, out[:, width:].tolist()):
+            eos = self.tokenizer.eos_token_id
+            new = row[: row.index(eos)] if eos in row else [t for t in row if t != pad]
+            text = self.tokenizer.decode(new, skip_special_tokens=True)
+            if self.stop and self.stop in text:
+                text = text[: text.index(self.stop)]
+            text = text.strip()
+            results.append({"text": text, "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(new)}})
+        return results
+
+
+def _refine_hf(rcfg: DictConfig, store: Store, todo: list[tuple], settings: dict, report: RefineReport) -> None:
+    """Refine ``todo`` in batches of ``refine.hf.batch_size``; each batch's lines are appended when it is done."""
+    hcfg = rcfg.hf
+    if not todo:
+        return
+    llm = LocalLLM(hcfg)
+    prompt = settings["prompt"]
+    for start in range(0, len(todo), hcfg.batch_size):
+        batch = todo[start : start + hcfg.batch_size]
+        try:
+            results = llm.answer([f"{prompt}\n\n{text}" for *_, text in batch])
+        except (RuntimeError, ValueError) as err:  # e.g. out of memory: these records fail, the next run retries
+            results = [{"error": f"{type(err).__name__}: {err}"}] * len(batch)
+        lines = []
+        for (record_id, source, version, _), result in zip(batch, results):
+            if "error" in result:
+                failure = {"error": result["error"], "attempts": 1, "time": now()}
+                lines.append({"id": record_id, "failures": {version: failure}, "latest": {STEP: version}})
+                report.failed.append(record_id)
+                continue
+            report.usage.add(result["usage"], 0.0, 0.0)
+            entry = _entry(source, settings, backend="hf", model=settings["model"], text=result["text"],
+                           usage=result["usage"])  # fmt: skip
+            lines.append({"id": record_id, "texts": {version: entry}, "latest": {STEP: version}})
+            report.refined += 1
+        store.append(lines)
+        logger.info("refine (hf): %d / %d", min(start + len(batch), len(todo)), len(todo))
+    u = report.usage
+    logger.info(
+        "refine (hf): %d refined, %d failed; %d prompt + %d completion tokens",
+        report.refined,
+        len(report.failed),
+        u.prompt_tokens,
+        u.completion_tokens,
     )
