@@ -160,3 +160,15 @@ def test_exact_resume_over_http_with_two_workers(tmp_path: Path, serve):
     assert all(torch.equal(x, y) for (_, x), (_, y) in zip(rest, expected[5:]))
     for it in (whole, resumed):
         it.close()
+
+
+def test_samples_read_before_a_command_fails_are_kept(tmp_path: Path):
+    """A ``pipe:`` command that writes a whole shard and then exits with an error: every sample that arrived is
+    kept (webdataset's own pipe reader raises at the first read after the exit, dropping what it had read), and
+    the failure is counted once."""
+    write_good_shards(tmp_path, 1, 3, prefix="a")
+    spec = f"pipe:sh -c 'cat {tmp_path}/00000.tar; exit 3'"
+    for _ in range(3):  # the exit races the reads: the same result every time
+        samples, counts = samples_and_counts(spec, resampled=False, shuffle_buffer=1)
+        assert sorted(a for a, _ in samples) == ["as0 i0", "as0 i1", "as0 i2"]
+        assert counts == {"read_error": 1}

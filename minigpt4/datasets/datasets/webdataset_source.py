@@ -203,13 +203,22 @@ def find_caption(raw: dict[str, Any], members: Sequence[CaptionMember]) -> tuple
 
 # one shard through webdataset ------------------------------------------------------------------------------------
 class _ShardStream:
-    """The stream ``webdataset.gopen`` opened, noting whether its end was reached (a short read)."""
+    """The stream ``webdataset.gopen`` opened, noting whether its end was reached (a short read).
+
+    A ``pipe:`` / http stream is read from the command's output itself, not through webdataset's ``Pipe.read``:
+    that one raises as soon as the command has exited with an error, dropping the bytes it has just read, so a
+    connection cut mid-shard would lose, depending on timing, complete samples that had arrived before the cut.
+    Here every byte that arrived is read; the command's status is asked once its output ends
+    (:meth:`failed_command`), where the tar reader meets the truncation.
+    """
 
     def __init__(self, url: str, raw: Any) -> None:
         self.url, self.raw, self.at_eof = url, raw, False
+        inner = getattr(raw, "stream", None)
+        self.source = inner if getattr(raw, "proc", None) is not None and hasattr(inner, "read") else raw
 
     def read(self, size: int = -1) -> bytes:
-        data = self.raw.read(size)
+        data = self.source.read(size)
         if size is None or size < 0 or len(data) < size:
             self.at_eof = True
         return data
@@ -316,6 +325,10 @@ def iter_shard_samples(url: str, counter: BadSampleCounter) -> Iterator[dict[str
             [{"url": url, "stream": stream}], handler=hooks.on_tar_error, select_files=hooks.select
         )
         yield from group_by_keys(hooks.files(files), handler=hooks.on_group_error)
+        if hooks.pending is None:  # the tar ended cleanly: a pipe:/http command may still have failed after it
+            failed = stream.failed_command()
+            if failed is not None:
+                counter.add("read_error", f"shard {url}", f"{failed} after the shard's last sample")
         hooks.report()
     finally:
         stream.close()
