@@ -11,8 +11,12 @@ The published MiniGPT-4 freezes Vicuna, an LLM that already speaks English and k
   context holds, the skill MiniGPT-4 relies on when the projected image tokens take the place of those words;
 - conversations in the published formats (the stage-2 template and the Vicuna v0 chat with its system prompt)
   whose answers are detailed in a quarter of the documents and terse captions otherwise: the LLM knows both
-  styles and answers tersely by default; stage 2 teaches the image tokens to fit into the conversation and to
-  ask for the detailed style.
+  styles and answers tersely by default. A detailed answer follows a richer image stand-in (the attribute words
+  and the background's, a word no text names), as a richer image representation leads Vicuna into detailed
+  answers: the stage-1 image tokens, aligned on captions, look like the plain attribute words and get terse
+  answers; stage 2 teaches them to fit into the conversation and to carry what asks for the detailed style.
+  Some conversations ask the short questions of the tiny VQA and POPE sets (``What colour is the shape?``, ``Is
+  there a red circle in the image?``) and answer them with one word, as an instruction-tuned LLM would.
 
 The tokenizer is trained on that same text with LLaMA's settings (BPE, byte fallback, identity normalisation,
 unk/bos/eos = 0/1/2) and ``$$`` (the pad token) as a user-defined symbol, so it is always one piece.
@@ -58,6 +62,10 @@ STYLES = ("laion", "cc_sbu", "detailed")
 #: LLM knows the detailed style, but answers tersely by default, so that what stage 2 does to the style shows
 #: (as the published model's answers after stage 1 are short and often broken, and stage 2 makes them detailed)
 DETAILED_ANSWER_SHARE = 0.25
+#: how often a pretraining conversation is a short question (the tiny VQA and POPE questions) with a one-word
+#: answer, so that the LLM answers such questions from its context as an instruction-tuned LLM does
+SHORT_QUESTION_SHARE = 0.5
+VQA_SUFFIX = " Answer the question using a single word or phrase."
 
 
 #: the stage-2 instruction template of the ChatML (Qwen2) chat format
@@ -100,8 +108,10 @@ def alignment_instructions(repo_root: str | None = None) -> list[str]:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _keywords(scene: world.Scene, rng: random.Random) -> str:
-    words = [getattr(scene, name) for name in world.ATTRIBUTES]
+def _keywords(scene: world.Scene, rng: random.Random, background: bool = False) -> str:
+    """The scene's attribute words, shuffled; with ``background``, its background word too (see
+    :func:`lm_document`: the cue a detailed answer follows)."""
+    words = [getattr(scene, name) for name in world.ATTRIBUTES] + ([scene.background] if background else [])
     rng.shuffle(words)
     return " ".join(words)
 
@@ -132,9 +142,18 @@ def lm_document(rng: random.Random, instructions: list[str], family: TinyFamily 
     if kind < 0.6:  # describe what the context holds: the stage-1 layout [bos][image][caption + "\n"]
         caption = world.describe(scene, rng.choice(STYLES), rng) + "\n"
         return [keywords, caption] if rng.random() < 0.5 else ["<Img>", keywords, "</Img> " + caption]
-    # conversations: the stage-2 template or the Vicuna v0 chat, answers in either style
-    question = rng.choice(instructions + [f"<Img>{IMAGE_PLACEHOLDER}</Img> {q}" for q in EXTRA_QUESTIONS])
-    answer = world.describe(scene, "detailed" if rng.random() < DETAILED_ANSWER_SHARE else rng.choice(STYLES[:2]), rng)
+    # conversations: the stage-2 template or the Vicuna v0 chat, answers in either style; a detailed answer
+    # follows a richer image stand-in (the background word too, which no text ever names)
+    if rng.random() < SHORT_QUESTION_SHARE:
+        question, answer = short_question(scene, rng)
+        question = f"<Img>{IMAGE_PLACEHOLDER}</Img> {question}"
+        keywords = _keywords(scene, rng, background=rng.random() < 0.5)  # the cue does not change a short answer
+    else:
+        question = rng.choice(instructions + [f"<Img>{IMAGE_PLACEHOLDER}</Img> {q}" for q in EXTRA_QUESTIONS])
+        detailed = rng.random() < DETAILED_ANSWER_SHARE
+        answer = world.describe(scene, "detailed" if detailed else rng.choice(STYLES[:2]), rng)
+        if detailed:
+            keywords = _keywords(scene, rng, background=True)
     if rng.random() < 0.7:  # the stage-2 template (Vicuna v0: ends in "###Assistant: ")
         before, after = family.instruction_template.format(question).split(IMAGE_PLACEHOLDER)
     else:  # the (longer) demo chat with its system message, as ``Conversation.get_prompt`` renders it
@@ -143,6 +162,22 @@ def lm_document(rng: random.Random, instructions: list[str], family: TinyFamily 
         conv.append_message(conv.roles[1], None)
         before, after = conv.get_prompt().split(IMAGE_PLACEHOLDER)
     return [before, keywords, after, answer + family.answer_end]
+
+
+def short_question(scene: world.Scene, rng: random.Random) -> tuple[str, str]:
+    """A question of the tiny VQA set (the attribute word answers it) or of the tiny POPE set (yes / no, half each,
+    the other object drawn among those of the world)."""
+    from minigpt4.tiny.eval_sets import VQA_QUESTIONS
+
+    if rng.random() < 0.5:
+        attribute = rng.choice(sorted(VQA_QUESTIONS))
+        suffix = VQA_SUFFIX if rng.random() < 0.5 else ""
+        return VQA_QUESTIONS[attribute] + suffix, getattr(scene, attribute)
+    if rng.random() < 0.5:
+        return f"Is there a {scene.colour} {scene.shape} in the image?", "Yes"
+    others = [(c, s) for c in world.COLOURS for s in world.SHAPES if (c, s) != (scene.colour, scene.shape)]
+    colour, shape = rng.choice(others)
+    return f"Is there a {colour} {shape} in the image?", "No"
 
 
 def corpus(n: int, seed: int, instructions: list[str], family: TinyFamily | None = None) -> list[Document]:
