@@ -70,6 +70,8 @@ def test_fsdp_trains_like_ddp_with_half_the_frozen_bytes(runs, world):
     assert full[0] == full[1] > 0
     for sharded in fsdp["rank_frozen_param_bytes"]:
         assert 0.45 <= sharded / full[0] <= 0.6, (sharded, full)
+    for summary in (ddp, fsdp):  # every rank's peak resident memory, for the bench and the user
+        assert len(summary["rank_peak_rss_mib"]) == 2 and all(m > 50 for m in summary["rank_peak_rss_mib"])
 
 
 def test_fsdp_checkpoint_is_the_published_format_and_loads_as_model_ckpt(runs, world):

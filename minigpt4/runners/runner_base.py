@@ -514,12 +514,12 @@ class RunnerBase:
     def finish(self, start_step: int) -> dict[str, Any]:
         """Check that every rank holds the same weights and write summary.json."""
         digest = param_digest(self.model.trainable_state_dict())
-        mine = (digest, fsdp.frozen_param_bytes(self.model))
+        mine = (digest, fsdp.frozen_param_bytes(self.model), peak_rss_mib())
         per_rank = [mine]
         if self.world_size > 1:
             per_rank = [None] * self.world_size
             dist.all_gather_object(per_rank, mine)
-        digests = [d for d, _ in per_rank]
+        digests = [d for d, _, _ in per_rank]
         in_sync = len(set(digests)) == 1
         if not in_sync:
             logger.error("trainable weights differ between ranks: %s", digests)
@@ -540,7 +540,8 @@ class RunnerBase:
             "nonfinite_skipped": self.nonfinite_total,
             "bad_samples": dict(self.train_iter.bad_sample_counts()),
             "rank_param_digests": digests,
-            "rank_frozen_param_bytes": [b for _, b in per_rank],
+            "rank_frozen_param_bytes": [b for _, b, _ in per_rank],
+            "rank_peak_rss_mib": [m for _, _, m in per_rank],
             "ranks_in_sync": in_sync,
         }
         self.train_iter.close()
@@ -548,16 +549,6 @@ class RunnerBase:
             ckpt.atomic_write_text(json.dumps(summary, indent=2, sort_keys=True), self.run_dir / "summary.json")
         dist_utils.barrier()
         return summary
-
-
-__all__ = [
-    "NonFiniteLossError",
-    "RunnerBase",
-    "check_run_config",
-    "job_id_from_config",
-    "param_digest",
-    "training_device",
-]
 
 
 def describe(result: Validation) -> str:
@@ -573,3 +564,33 @@ def describe(result: Validation) -> str:
 
 #: the counts a generation validation reports next to its metrics (kept in metrics.jsonl, left out of the log line)
 GENERATION_COUNTS = ("/items", "/skipped_missing_images")
+
+
+def peak_rss_mib() -> float | None:
+    """This process's peak resident memory in MiB (``VmHWM``; the ``ru_maxrss`` of getrusage where there is no
+    /proc), or None where neither is available."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    try:
+        import resource
+        import sys
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
+    except (ImportError, OSError):
+        return None
+
+
+__all__ = [
+    "NonFiniteLossError",
+    "RunnerBase",
+    "check_run_config",
+    "job_id_from_config",
+    "param_digest",
+    "training_device",
+]
