@@ -1,4 +1,4 @@
-"""Shared fixtures: the tiny world, built once per test session.
+"""Shared fixtures: the tiny world, built once per test session, and the browser of the page tests.
 
 ``tiny_world`` is the path of a small tiny world (``python -m minigpt4.tiny.build --small``): stage-1 shards,
 ``cc_sbu_align``, held-out images, a sentencepiece tokenizer, a pretrained tiny LLaMA and pretrained tiny towers.
@@ -31,3 +31,23 @@ def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> str:
     finally:
         torch.set_num_threads(threads)
     return out
+
+
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's chromium (``apt-get install chromium``, as ``.ci/run`` does) driven by Playwright, headless: the
+    browser of the demo and review page tests. Fails, naming the package, when chromium is missing."""
+    import shutil
+
+    from playwright import sync_api
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.fail("the browser tests need the chromium executable: apt-get install chromium (as .ci/run does)")
+    with sync_api.sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=chromium, args=BROWSER_ARGS)
+        yield launched
+        launched.close()

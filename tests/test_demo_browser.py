@@ -13,14 +13,11 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from playwright import sync_api
 
 from minigpt4.cli import web
 from tests.cli.demo_process import clean_env, demo_command, running_demo
 from tests.cli.tiny_chat import write_images, write_tiny_eval_config
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 ANSWER_TIMEOUT_MS = 120_000
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 
@@ -36,16 +33,6 @@ def demo_url(tmp_path_factory: pytest.TempPathFactory):
             yield url
     finally:
         shutil.copy(log, tmp_path_factory.getbasetemp() / "demo.log")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if CHROMIUM is None:
-        pytest.fail("the browser tests need the chromium executable: apt-get install chromium (as .ci/run does)")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")

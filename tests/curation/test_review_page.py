@@ -4,21 +4,17 @@ kept, in the page and in the store on disk; the page requests nothing off the ma
 
 from __future__ import annotations
 
-import shutil
 import sys
 from urllib.parse import urlparse
 
 import pytest
 import yaml
-from playwright import sync_api
 
 from minigpt4.cli import curate
 from minigpt4.curation.store import Store
 from tests.cli.demo_process import clean_env, running_demo
 from tests.cli.tiny_chat import write_images
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 TIMEOUT_MS = 60_000
 
 GENERATED = {
@@ -65,16 +61,6 @@ def page_url(review_setup, tmp_path_factory):
     command = [sys.executable, "-m", "minigpt4.cli.curate", "review", "--cfg-path", str(cfg)]
     with running_demo(command, clean_env(), log) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if CHROMIUM is None:
-        pytest.fail("the browser tests need the chromium executable: apt-get install chromium (as .ci/run does)")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-        yield browser
-        browser.close()
 
 
 def shows(page, selector: str, text: str) -> None:

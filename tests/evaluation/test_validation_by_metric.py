@@ -79,6 +79,12 @@ def stage2_options(world: str, out: Path, *extra: str) -> list[str]:
     ]
 
 
+def evaluated_cider(captions: Path, ckpt: str, out: Path) -> float:
+    """What evaluate.py reports as CIDEr for ``ckpt`` on the caption YAML."""
+    metrics = evaluate.main(["--cfg-path", str(captions), "--options", f"model.ckpt={ckpt}", f"run.output_dir={out}"])
+    return metrics["coco_caption/test"]["CIDEr"]
+
+
 @pytest.fixture(scope="module")
 def run_by_cider(tiny_world, eval_sets, tmp_path_factory):
     root = tmp_path_factory.mktemp("valid_generation")
@@ -119,16 +125,7 @@ def test_each_epoch_is_scored_and_the_best_is_kept(run_by_cider):
 
 def test_the_logged_best_is_what_evaluate_reports_for_checkpoint_best(run_by_cider, tmp_path):
     summary, captions = run_by_cider
-    metrics = evaluate.main(
-        [
-            "--cfg-path",
-            str(captions),
-            "--options",
-            f"model.ckpt={summary['best_checkpoint']}",
-            f"run.output_dir={tmp_path}",
-        ]
-    )
-    assert metrics["coco_caption/test"]["CIDEr"] == summary["best_value"]
+    assert evaluated_cider(captions, summary["best_checkpoint"], tmp_path) == summary["best_value"]
 
 
 def test_best_metric_that_validation_does_not_report(tiny_world, eval_sets, tmp_path):
@@ -161,13 +158,4 @@ def test_two_ranks_share_the_items_and_agree_with_evaluate(tiny_world, eval_sets
     vals = [r for r in records if r["kind"] == "val"]
     assert [r["coco_caption/test/items"] for r in vals] == [12, 12]  # every item once over the two ranks
     assert summary["best_value"] == max(r[BEST] for r in vals)
-    metrics = evaluate.main(
-        [
-            "--cfg-path",
-            str(captions),
-            "--options",
-            f"model.ckpt={summary['best_checkpoint']}",
-            f"run.output_dir={tmp_path}",
-        ]
-    )
-    assert metrics["coco_caption/test"]["CIDEr"] == summary["best_value"]
+    assert evaluated_cider(captions, summary["best_checkpoint"], tmp_path) == summary["best_value"]
