@@ -220,3 +220,19 @@ def test_kill_9_during_generate_then_rerun_equals_the_uninterrupted_store(
     resumed = Store(store)
     assert len(resumed) == 6
     assert {r["id"]: without_times(r) for r in resumed} == {r["id"]: without_times(r) for r in reference}
+
+
+def test_generate_under_torchrun_equals_one_process(curated, tiny_world, stage1, images, tmp_path):
+    """``torchrun --nproc-per-node 2 -m minigpt4.cli.curate generate``: each rank describes its share into its own
+    part file, rank 0 merges them; the store holds the one-process records (texts, token counts, provenance)."""
+    reference = curated[2]
+    cfg = _config(tmp_path, tiny_world, stage1, images)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd += ["-m", "minigpt4.cli.curate", "generate", "--cfg-path", cfg]
+    env = dict(os.environ, PYTHONPATH=REPO, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    sharded = Store(tmp_path / "store.jsonl")
+    assert sorted(r["id"] for r in sharded) == sorted(r["id"] for r in reference)
+    assert {r["id"]: without_times(r) for r in sharded} == {r["id"]: without_times(r) for r in reference}
+    assert not list(tmp_path.glob("store.jsonl.rank*"))  # the part files were merged and removed
