@@ -73,6 +73,7 @@ BAD_REASONS = (
 )
 MAX_BAD_IN_A_ROW = 10000  # a stream with this many unusable samples in a row is misconfigured
 PIPE_EXIT_WAIT_S = 60.0  # how long to wait for a pipe: command that closed its output to report its status
+CLEAN_END_WAIT_S = 5.0  # how long to wait, once a shard's tar has ended, for its command to exit (it is not counted)
 _TAR_ERRORS = (tarfile.TarError, EOFError, zlib.error)
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # a scheme of 2+ letters: pipe:, http:, s3:... (not C:\)
 _BAD_MARK = "__bad__"  # a member suffix that makes webdataset's group_by_keys drop the sample (valid_sample)
@@ -223,15 +224,16 @@ class _ShardStream:
             self.at_eof = True
         return data
 
-    def failed_command(self) -> str | None:
+    def failed_command(self, wait: bool = False) -> str | None:
         """For a ``pipe:``/http stream whose output ended or whose command has exited: why the command failed, or
-        None if it did not (or is still running)."""
+        None if it did not (or is still running). ``wait``: give the command a moment to exit first (the shard's
+        tar has ended, so it has nothing left to write)."""
         proc = getattr(self.raw, "proc", None)
         if proc is None:
             return None
-        if self.at_eof:
+        if self.at_eof or wait:
             try:
-                status = proc.wait(PIPE_EXIT_WAIT_S)
+                status = proc.wait(PIPE_EXIT_WAIT_S if self.at_eof else CLEAN_END_WAIT_S)
             except subprocess.TimeoutExpired:
                 return None
         else:  # webdataset may have seen the command's status first (its read raises): ask without waiting
@@ -326,7 +328,7 @@ def iter_shard_samples(url: str, counter: BadSampleCounter) -> Iterator[dict[str
         )
         yield from group_by_keys(hooks.files(files), handler=hooks.on_group_error)
         if hooks.pending is None:  # the tar ended cleanly: a pipe:/http command may still have failed after it
-            failed = stream.failed_command()
+            failed = stream.failed_command(wait=True)
             if failed is not None:
                 counter.add("read_error", f"shard {url}", f"{failed} after the shard's last sample")
         hooks.report()
