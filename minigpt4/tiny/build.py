@@ -48,7 +48,10 @@ MODEL_CONFIG = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "models", "minigpt4_tiny.yaml"
 )
 NUM_SHARDS = 4  # per stage-1 source; the tiny train configs name shards/<source>/{00000..00003}.tar
-FORMAT_VERSION = 2  # 2: one attribute per query, the LLM trained on the model's segment-wise tokenization
+# 2: one attribute per query, the LLM trained on the model's segment-wise tokenization; 3: a detailed answer follows
+# the richer image stand-in, short VQA / POPE questions in the LLM's corpus (a cached world of an older version is
+# rebuilt)
+FORMAT_VERSION = 3
 
 
 @dataclass
