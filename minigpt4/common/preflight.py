@@ -183,15 +183,9 @@ def meta_vit(model_cfg: Any) -> tuple[torch.nn.Module, torch.nn.Module]:
 
 
 def meta_qformer(model_cfg: Any) -> tuple[torch.nn.Module, torch.nn.Parameter]:
-    from minigpt4.models.blip2 import Blip2Base, qformer_sizes
+    from minigpt4.models.blip2 import Blip2Base
 
-    return Blip2Base.init_Qformer(
-        model_cfg.num_query_token,
-        model_cfg.vit_width,
-        model_cfg.cross_attention_freq,
-        device="meta",
-        **qformer_sizes(model_cfg),
-    )
+    return Blip2Base.meta_qformer(model_cfg)
 
 
 def meta_llm(llm_config: Any) -> torch.nn.Module:

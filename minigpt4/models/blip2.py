@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from minigpt4.models.base_model import BaseModel, resolve_model_path
 from minigpt4.models.eva_vit import VisionTransformer, create_eva_vit_g
 from minigpt4.models.Qformer import Qformer, QformerConfig
-from minigpt4.models.weights import meta_tensors, read_weights
+from minigpt4.models.weights import read_weights, require_filled
 
 logger = logging.getLogger(__name__)
 
@@ -98,12 +98,11 @@ class Blip2Base(BaseModel):
         return visual_encoder, ln_vision
 
     @classmethod
-    def meta_qformer_names(cls, cfg: Any) -> list[str]:
-        """The state-dict names of the Q-Former ``cfg`` configures (built on the meta device)."""
-        qformer, _ = cls.init_Qformer(
+    def meta_qformer(cls, cfg: Any) -> tuple[Qformer, nn.Parameter]:
+        """The Q-Former and ``query_tokens`` a ``model`` section configures, on the meta device (shapes only)."""
+        return cls.init_Qformer(
             cfg.num_query_token, cfg.vit_width, cfg.cross_attention_freq, device="meta", **qformer_sizes(cfg)
         )
-        return list(qformer.state_dict())
 
     @classmethod
     def init_Qformer(
@@ -154,9 +153,7 @@ class Blip2Base(BaseModel):
         skipped = sorted(k for k in state if k not in own)
         self.load_state_dict_report(used, source=path, report_missing=False, assign=assign)
         if assign:
-            left = meta_tensors(self.Qformer) + (["query_tokens"] if self.query_tokens.is_meta else [])
-            if left:
-                raise ValueError(f"{path}: has no values for {', '.join(left[:5])}")
+            require_filled(self, path)  # the Q-Former and query_tokens were on the meta device
         expected = [k for k in own if k.startswith(("Qformer.", "query_tokens", "ln_vision."))]
         missing = [k for k in expected if k not in used]
         logger.info("loaded %d tensors from the BLIP-2 checkpoint %s", len(used), path)

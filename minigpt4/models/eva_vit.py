@@ -235,11 +235,9 @@ class VisionTransformer(nn.Module):
 
     def load_state_dict_report(self, state_dict: dict[str, Tensor]) -> tuple[list[str], list[str]]:
         """Load non-strictly (interpolating ``pos_embed`` if needed); return (missing, unexpected) keys."""
-        state_dict = dict(state_dict)
-        if "pos_embed" in state_dict:
-            state_dict["pos_embed"] = interpolate_pos_embed(state_dict["pos_embed"], self.patch_embed.num_patches)
-        result = self.load_state_dict(state_dict, strict=False)
-        return list(result.missing_keys), list(result.unexpected_keys)
+        used = self.prepare_state(state_dict)
+        result = self.load_state_dict(used, strict=False)
+        return list(result.missing_keys), [k for k in state_dict if k not in used]
 
 
 def convert_weights_to_fp16(model: nn.Module, dtype: torch.dtype = torch.float16) -> None:
@@ -290,42 +288,42 @@ def create_eva_vit_g(
     """
     if precision not in VIT_PRECISIONS:
         raise ValueError(f"vit_precision must be one of {', '.join(VIT_PRECISIONS)}, got {precision!r}")
-    sizes = {
-        "img_size": img_size,
-        "patch_size": patch_size,
-        "embed_dim": width,
-        "depth": depth,
-        "num_heads": num_heads,
-        "mlp_dim": mlp_dim,
-        "drop_path_rate": drop_path_rate,
-        "use_checkpoint": use_checkpoint,
-    }
-    if path is None or str(device) == "meta":
-        with torch.device(device) if device is not None else nullcontext():
-            model = VisionTransformer(**sizes)
-        if VIT_PRECISIONS[precision] is not None:
-            convert_weights_to_fp16(model, VIT_PRECISIONS[precision])
+    half = VIT_PRECISIONS[precision]
+
+    def build(on: str | torch.device | None, cast: bool) -> VisionTransformer:
+        """The ViT on ``on`` (the current default device for None), conv/linear weights cast to ``half`` if asked."""
+        with torch.device(on) if on is not None else nullcontext():
+            model = VisionTransformer(
+                img_size=img_size,
+                patch_size=patch_size,
+                embed_dim=width,
+                depth=depth,
+                num_heads=num_heads,
+                mlp_dim=mlp_dim,
+                drop_path_rate=drop_path_rate,
+                use_checkpoint=use_checkpoint,
+            )
+        if cast and half is not None:
+            convert_weights_to_fp16(model, half)
         return model
+
+    if path is None or str(device) == "meta":
+        return build(device, cast=True)
 
     from minigpt4.models.base_model import resolve_model_path
 
     path = resolve_model_path(path, "model.vit_path")
     state = read_vit_state(path)
     if low_memory:
-        with torch.device("meta"):
-            model = VisionTransformer(**sizes)
-        if VIT_PRECISIONS[precision] is not None:
-            convert_weights_to_fp16(model, VIT_PRECISIONS[precision])
+        model = build("meta", cast=True)
         lacking = covers(model.state_dict(), state)
         if not lacking:
             used = model.prepare_state(state)
             assign_weights(model, used, path)
             if device is not None:
                 model.to(device)
-            unexpected = [k for k in state if k not in used]
             logger.info("loaded the ViT from %s (%d tensors, built on the meta device)", path, len(used))
-            if unexpected:
-                logger.info("ignored keys of %s not used by the ViT: %s", path, ", ".join(unexpected))
+            _log_unexpected(path, [k for k in state if k not in used])
             return model
         logger.info(
             "%s lacks %d ViT tensors (%s): building the ViT with random weights, then loading over them",
@@ -333,17 +331,20 @@ def create_eva_vit_g(
             len(lacking),
             ", ".join(lacking[:3]),
         )
-    with torch.device(device) if device is not None else nullcontext():
-        model = VisionTransformer(**sizes)
+    model = build(device, cast=False)
     missing, unexpected = model.load_state_dict_report(state)
     logger.info("loaded the ViT from %s (%d tensors)", path, len(state) - len(unexpected))
     if missing:
         logger.warning("ViT weights missing from %s: %s", path, ", ".join(missing))
+    _log_unexpected(path, unexpected)
+    if half is not None:
+        convert_weights_to_fp16(model, half)
+    return model
+
+
+def _log_unexpected(path: str, unexpected: list[str]) -> None:
     if unexpected:
         logger.info("ignored keys of %s not used by the ViT: %s", path, ", ".join(unexpected))
-    if VIT_PRECISIONS[precision] is not None:
-        convert_weights_to_fp16(model, VIT_PRECISIONS[precision])
-    return model
 
 
 def read_vit_state(path: str) -> dict[str, Tensor]:

@@ -201,7 +201,7 @@ class MiniGPT4(Blip2Base):
             path = resolve_model_path(cfg.q_former_model, "model.q_former_model")
             state = read_blip2_state(path)
         if state is not None and cfg.low_memory_build:
-            expected = [f"Qformer.{k}" for k in self.meta_qformer_names(cfg)] + ["query_tokens"]
+            expected = [f"Qformer.{k}" for k in self.meta_qformer(cfg)[0].state_dict()] + ["query_tokens"]
             lacking = covers(expected, state)
             on_meta = not lacking
             if lacking:

@@ -43,10 +43,6 @@ def covers(names: Iterable[str], state: Mapping[str, Any]) -> list[str]:
     return [name for name in names if name not in state]
 
 
-def is_meta(module: nn.Module) -> bool:
-    return any(t.is_meta for t in (*module.parameters(), *module.buffers()))
-
-
 def meta_tensors(module: nn.Module) -> list[str]:
     """Names of the parameters and buffers of ``module`` still on the meta device."""
     named = [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]
@@ -77,6 +73,11 @@ def assign_weights(module: nn.Module, state: Mapping[str, Tensor], source: str) 
     if mismatched:
         raise ValueError(f"{source}: parameter shapes do not match the model ({'; '.join(mismatched)})")
     module.load_state_dict(in_dtypes_of(module, state), strict=False, assign=True)
+    require_filled(module, source)
+
+
+def require_filled(module: nn.Module, source: str) -> None:
+    """Raise ValueError naming the tensors of ``module`` still on the meta device (``source`` did not fill them)."""
     left = meta_tensors(module)
     if left:
         raise ValueError(f"{source}: has no values for {', '.join(left[:5])}{' ...' if len(left) > 5 else ''}")
