@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.util
-import json
 import logging
 import os
 import re
@@ -327,7 +326,7 @@ def check_qformer(state: _State) -> None:
 def check_llm(state: _State) -> None:
     """Config, weights and tokenizer of the Hugging Face folder agree with each other and with ``model.llm_family``,
     and the tokenizer has what the layout needs (bos, eos, the family's pad)."""
-    from minigpt4.models.llm_families import LLM_FAMILIES, get_llm_family, transformers_class
+    from minigpt4.models.llm_families import LLM_FAMILIES, family_mismatch, get_llm_family, transformers_class
 
     key = "model.llama_model"
     if not state.usable(key):
@@ -343,14 +342,10 @@ def check_llm(state: _State) -> None:
         )
         return
     family = get_llm_family(name)
-    with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
-        found_type = json.load(f).get("model_type")
-    if found_type != family.architecture:
+    problem = family_mismatch(family, path)
+    if problem is not None:
         state.report.add(
-            FAIL,
-            key,
-            f"{path} holds a {found_type!r} model, but model.llm_family {name!r} expects {family.architecture!r}",
-            "set model.llm_family to the family of that folder (and the matching model.model_type)",
+            FAIL, key, problem, "set model.llm_family to the family of that folder (and the matching model.model_type)"
         )
         return
     state.llm_config = config = transformers_class(family.config_class).from_pretrained(path)

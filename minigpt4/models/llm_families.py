@@ -12,7 +12,9 @@ its YAMLs (``configs/models/minigpt4_<type>.yaml``, train and eval configs).
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,13 +138,19 @@ def load_tokenizer(family: LLMFamily, path: str) -> Any:
     return tokenizer
 
 
+def family_mismatch(family: LLMFamily, path: str) -> str | None:
+    """Why the folder ``path`` is not of ``family`` (its config.json's ``model_type`` is another), or None."""
+    with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+        found = json.load(f).get("model_type")
+    if found == family.architecture:
+        return None
+    return f"{path} holds a {found!r} model, but model.llm_family {family.name!r} expects {family.architecture!r}"
+
+
 def load_causal_lm(family: LLMFamily, path: str, **kwargs: Any) -> nn.Module:
-    """The family's causal LM from the folder ``path`` (``kwargs`` go to ``from_pretrained``)."""
-    model = transformers_class(family.model_class).from_pretrained(path, **kwargs)
-    found = getattr(model.config, "model_type", None)
-    if found != family.architecture:
-        raise ValueError(
-            f"model.llama_model: {path} holds a {found!r} model, but model.llm_family {family.name!r} expects "
-            f"{family.architecture!r}: set model.llm_family to the family of that folder"
-        )
-    return model
+    """The family's causal LM from the folder ``path`` (``kwargs`` go to ``from_pretrained``); a folder of another
+    family is refused before any weight is read."""
+    problem = family_mismatch(family, path)
+    if problem is not None:
+        raise ValueError(f"model.llama_model: {problem}: set model.llm_family to the family of that folder")
+    return transformers_class(family.model_class).from_pretrained(path, **kwargs)
