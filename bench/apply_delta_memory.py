@@ -95,11 +95,12 @@ def llama_config(vocab: int, hidden: int, intermediate: int, layers: int, heads:
 
 def vm_hwm_mib() -> float:
     """This process's peak RSS (``VmHWM``); unlike ``ru_maxrss`` it does not carry the parent's peak over exec."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
+    from minigpt4.common.utils import proc_status_mib
+
+    peak = proc_status_mib("VmHWM").get("VmHWM")
+    if peak is None:
+        raise RuntimeError("no VmHWM in /proc/self/status")
+    return peak
 
 
 def child_merge(args: argparse.Namespace) -> None:

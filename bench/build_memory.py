@@ -160,13 +160,9 @@ def _weights_mib(model: torch.nn.Module) -> dict[str, float]:
 def rss_parts_mib() -> dict[str, float]:
     """This process's resident memory split as the kernel counts it: ``RssAnon`` (memory the process owns) and
     ``RssFile`` (pages of mapped files: reclaimable, re-read from disk when needed)."""
-    parts = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(("RssAnon:", "RssFile:")):
-                name, value = line.split()[:2]
-                parts[name.rstrip(":")] = int(value) / 1024
-    return parts
+    from minigpt4.common.utils import proc_status_mib
+
+    return proc_status_mib("RssAnon", "RssFile")
 
 
 class AnonPeak:

@@ -73,3 +73,34 @@ def resolve_local_file(path_or_url: str | os.PathLike[str] | None, what: str, se
     tried = list(dict.fromkeys(tried))
     message = f"{what}: file not found: {text!r} (looked at {', '.join(tried)})"
     raise FileNotFoundError(message + (f". {hint}" if hint else ""))
+
+
+def proc_status_mib(*fields: str) -> dict[str, float]:
+    """The memory ``fields`` of ``/proc/self/status`` (``VmHWM``, ``RssAnon``, ...) in MiB; the fields it lacks,
+    and every field where there is no /proc, are left out."""
+    found: dict[str, float] = {}
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                name, _, rest = line.partition(":")
+                if name in fields:
+                    found[name] = int(rest.split()[0]) / 1024
+    except OSError:
+        pass
+    return found
+
+
+def peak_rss_mib() -> float | None:
+    """This process's peak resident memory in MiB (``VmHWM``; the ``ru_maxrss`` of getrusage where there is no
+    /proc), or None where neither is available."""
+    peak = proc_status_mib("VmHWM").get("VmHWM")
+    if peak is not None:
+        return peak
+    try:
+        import resource
+        import sys
+
+        maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024  # bytes on macOS, KiB elsewhere
+    except (ImportError, OSError):
+        return None

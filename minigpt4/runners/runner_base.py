@@ -57,6 +57,7 @@ from torch.utils.data import IterableDataset
 from minigpt4.common import dist_utils
 from minigpt4.common.optims import build_lr_scheduler, build_optimizer
 from minigpt4.common.registry import registry
+from minigpt4.common.utils import peak_rss_mib
 from minigpt4.models.base_model import resolve_model_path
 from minigpt4.runners import checkpointer as ckpt
 from minigpt4.runners import fsdp
@@ -564,26 +565,6 @@ def describe(result: Validation) -> str:
 
 #: the counts a generation validation reports next to its metrics (kept in metrics.jsonl, left out of the log line)
 GENERATION_COUNTS = ("/items", "/skipped_missing_images")
-
-
-def peak_rss_mib() -> float | None:
-    """This process's peak resident memory in MiB (``VmHWM``; the ``ru_maxrss`` of getrusage where there is no
-    /proc), or None where neither is available."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    try:
-        import resource
-        import sys
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
-    except (ImportError, OSError):
-        return None
 
 
 __all__ = [
