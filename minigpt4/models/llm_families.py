@@ -139,8 +139,12 @@ def load_tokenizer(family: LLMFamily, path: str) -> Any:
 
 
 def family_mismatch(family: LLMFamily, path: str) -> str | None:
-    """Why the folder ``path`` is not of ``family`` (its config.json's ``model_type`` is another), or None."""
-    with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+    """Why the folder ``path`` is not of ``family`` (its config.json's ``model_type`` is another), or None; also
+    None for a folder without config.json (``from_pretrained`` says what is missing)."""
+    config = os.path.join(path, "config.json")
+    if not os.path.isfile(config):
+        return None
+    with open(config, encoding="utf-8") as f:
         found = json.load(f).get("model_type")
     if found == family.architecture:
         return None
