@@ -247,6 +247,17 @@ def _entry(source: str, settings: dict[str, Any], **fields: Any) -> dict[str, An
     return {"step": STEP, "input": source, "settings": settings, **fields, "time": now()}
 
 
+def _text_line(record_id: str, version: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """The store line of a refined text: the version and the record's latest refine pointing at it."""
+    return {"id": record_id, "texts": {version: entry}, "latest": {STEP: version}}
+
+
+def _failure_line(record_id: str, version: str, error: str, attempts: int) -> dict[str, Any]:
+    """The store line of a failed refine (the next run tries the record again)."""
+    failure = {"error": error, "attempts": attempts, "time": now()}
+    return {"id": record_id, "failures": {version: failure}, "latest": {STEP: version}}
+
+
 def run_refine(cfg: DictConfig, store: Store, sleep: Callable[[float], None] = time.sleep) -> RefineReport:
     """Refine every record's input text that has no refined version for these settings yet."""
     rcfg = cfg.refine
@@ -258,7 +269,7 @@ def run_refine(cfg: DictConfig, store: Store, sleep: Callable[[float], None] = t
         for record_id, source, version, text in todo:
             cleaned, changes = rule_clean(text)
             entry = _entry(source, settings, backend="rule", text=cleaned, changes=changes)
-            store.append([{"id": record_id, "texts": {version: entry}, "latest": {STEP: version}}])
+            store.append([_text_line(record_id, version, entry)])
             report.refined += 1
         return report
     if rcfg.backend == "hf":
@@ -288,8 +299,7 @@ def _refine_openai(
                 result = future.result()
                 report.usage.requests += result["attempts"]
                 if "error" in result:
-                    failure = {"error": result["error"], "attempts": result["attempts"], "time": now()}
-                    line = {"id": record_id, "failures": {version: failure}, "latest": {STEP: version}}
+                    line = _failure_line(record_id, version, result["error"], result["attempts"])
                     report.failed.append(record_id)
                 else:
                     cost = report.usage.add(result["usage"], ocfg.price_input, ocfg.price_output)
@@ -303,7 +313,7 @@ def _refine_openai(
                         attempts=result["attempts"],
                         cost=cost,
                     )
-                    line = {"id": record_id, "texts": {version: entry}, "latest": {STEP: version}}
+                    line = _text_line(record_id, version, entry)
                     report.refined += 1
                 store.append([line])
                 nxt = next(queue, None)
@@ -375,9 +385,8 @@ class LocalLLM:
                 pad_token_id=pad,
                 eos_token_id=self.tokenizer.eos_token_id,
             )
-        results = []
+        results, eos = [], self.tokenizer.eos_token_id
         for prompt, row in zip(prompts, out[:, width:].tolist()):
-            eos = self.tokenizer.eos_token_id
             new = row[: row.index(eos)] if eos in row else [t for t in row if t != pad]
             text = self.tokenizer.decode(new, skip_special_tokens=True)
             if self.stop and self.stop in text:
@@ -403,14 +412,13 @@ def _refine_hf(rcfg: DictConfig, store: Store, todo: list[tuple], settings: dict
         lines = []
         for (record_id, source, version, _), result in zip(batch, results):
             if "error" in result:
-                failure = {"error": result["error"], "attempts": 1, "time": now()}
-                lines.append({"id": record_id, "failures": {version: failure}, "latest": {STEP: version}})
+                lines.append(_failure_line(record_id, version, result["error"], 1))
                 report.failed.append(record_id)
                 continue
             report.usage.add(result["usage"], 0.0, 0.0)
             entry = _entry(source, settings, backend="hf", model=settings["model"], text=result["text"],
                            usage=result["usage"])  # fmt: skip
-            lines.append({"id": record_id, "texts": {version: entry}, "latest": {STEP: version}})
+            lines.append(_text_line(record_id, version, entry))
             report.refined += 1
         store.append(lines)
         logger.info("refine (hf): %d / %d", min(start + len(batch), len(todo)), len(todo))
