@@ -6,7 +6,7 @@ For each bench configuration (``tiny``, ``bench_small``): build the model, run o
 compare the peak RSS growth with the estimate's optimizer + activations (the weights are resident before the
 step). Each configuration runs in its own process::
 
-    python -m bench.preflight_memory --assets /tmp/bench_assets --batch 8 [--json out.json]
+    python -m bench.preflight_memory --assets DIR --batch 8 [--json out.json]
 """
 
 from __future__ import annotations

@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
@@ -22,6 +20,7 @@ import yaml
 from minigpt4.cli import curate
 from minigpt4.curation.export import ExportExists
 from minigpt4.curation.store import Store, without_times
+from tests.curation.kill import kill_step_at
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STAGE1 = "train_configs/minigpt4_tiny_stage1_pretrain.yaml"
@@ -199,21 +198,8 @@ def test_kill_9_during_generate_then_rerun_equals_the_uninterrupted_store(
 ):
     reference = curated[2]  # the store as the uninterrupted generate left it
     cfg = _config(tmp_path, tiny_world, stage1, images)
-    env = dict(os.environ, PYTHONPATH=REPO, HF_HUB_OFFLINE="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "minigpt4.cli.curate", "generate", "--cfg-path", cfg],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     store = tmp_path / "store.jsonl"
-    try:
-        while proc.poll() is None and not (store.is_file() and store.read_text().count("\n") >= 1):
-            time.sleep(0.05)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    kill_step_at("generate", cfg, store, 1)
     killed_with = Store(store)
     assert 1 <= len(killed_with) < 6, "the kill came too late to interrupt anything"
     assert _run("generate", cfg) == 0

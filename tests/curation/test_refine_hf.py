@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +13,7 @@ import yaml
 
 from minigpt4.cli import curate
 from minigpt4.curation.store import Store, without_times
+from tests.curation.kill import kill_step_at, store_lines
 
 REPO = str(Path(__file__).resolve().parents[2])
 SENTENCES = [
@@ -103,22 +101,8 @@ def test_kill_9_during_refine_then_rerun_equals_the_uninterrupted_store(tiny_wor
     assert curate.main(["refine", "--cfg-path", reference_cfg]) == 0
     cfg = write_config(tmp_path / "killed", tiny_world, n, batch_size=1, max_new_tokens=16)
     store = tmp_path / "killed" / "store.jsonl"
-    start_lines = store.read_text().count("\n")
-    env = dict(os.environ, PYTHONPATH=REPO, HF_HUB_OFFLINE="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "minigpt4.cli.curate", "refine", "--cfg-path", cfg],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        while proc.poll() is None and store.read_text().count("\n") < start_lines + 3:
-            time.sleep(0.01)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "refine finished before it could be killed"
+    returncode = kill_step_at("refine", cfg, store, store_lines(store) + 3)
+    assert returncode == -signal.SIGKILL, "refine finished before it could be killed"
     done_before = sum(1 for r in Store(store) if (r.get("latest") or {}).get("refine"))
     assert 3 <= done_before < n
     assert curate.main(["refine", "--cfg-path", cfg]) == 0
