@@ -10,11 +10,13 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
+from minigpt4.runners import checkpointer as ckpt
 from tests.runners import helpers as h
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
@@ -80,15 +82,14 @@ def _env(**extra: str) -> dict[str, str]:
     return {**h.subprocess_env(), "OMP_NUM_THREADS": "1", **extra}
 
 
-def _popen(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+def _popen(cmd: list[str], env: dict[str, str], log: Path, cwd: Path = h.REPO_ROOT) -> subprocess.Popen:
     with log.open("w") as out:  # a file, not a pipe: a chatty run cannot fill a pipe nobody reads yet
-        return subprocess.Popen(
-            cmd, cwd=h.REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _launch(args: list[str], cfg: Path, log: Path) -> subprocess.Popen:
-    return _popen([*TORCHRUN, *args, str(h.TRAIN_PY), "--cfg-path", str(cfg)], _env(), log)
+def _launch(args: list[str], cfg: Path, log: Path, options: tuple[str, ...] = (), cwd: Path = h.REPO_ROOT):
+    cmd = [*TORCHRUN, *args, str(h.TRAIN_PY), "--cfg-path", str(cfg)]
+    return _popen(cmd + (["--options", *options] if options else []), _env(), log, cwd)
 
 
 def _single_launcher(cfg: Path) -> None:
@@ -96,7 +97,13 @@ def _single_launcher(cfg: Path) -> None:
     _wait([_launch(["--standalone", "--nproc-per-node", "2"], cfg, log)], [log], "torchrun --nproc-per-node 2")
 
 
-def _two_launchers(cfg: Path) -> None:
+def _two_launchers(
+    cfg: Path,
+    node_options: Callable[[int], tuple[str, ...]] = lambda node_rank: (),
+    node_cwd: Callable[[int], Path] = lambda node_rank: h.REPO_ROOT,
+) -> None:
+    """``node_options(node_rank)`` / ``node_cwd(node_rank)``: the ``--options`` and the working directory of that
+    node's launcher."""
     endpoint = f"127.0.0.1:{_free_port()}"
     logs = [cfg.parent / f"launcher_node{node_rank}.log" for node_rank in (0, 1)]
     procs = [
@@ -119,6 +126,8 @@ def _two_launchers(cfg: Path) -> None:
             ],
             cfg,
             logs[node_rank],
+            node_options(node_rank),
+            node_cwd(node_rank),
         )
         for node_rank in (0, 1)
     ]
@@ -138,14 +147,15 @@ def reference(world, tmp_path_factory):
     return root / "out" / "job"
 
 
-def _assert_same_run(got: Path, want: Path) -> None:
+def _assert_same_run(got: Path, want: Path, rank1_dir: Path | None = None) -> None:
+    """``got`` (rank 0's run folder; rank 1's is ``rank1_dir``, default the same) is the run of ``want``."""
     summary = json.loads((got / "summary.json").read_text())
     assert summary["global_step"] == 8 and summary["ranks_in_sync"] and len(summary["rank_param_digests"]) == 2
     ckpt = torch.load(got / "checkpoint_1.pth", map_location="cpu", weights_only=False)
     assert ckpt["world_size"] == 2 and set(ckpt["data"]["ranks"]) == {0, 1}
     # one writer for the shared files: every step logged once, by global rank 0; each rank its own log
     assert [step for step, _ in h.train_losses(got)] == list(range(1, 9))
-    assert (got / "log_rank0.txt").is_file() and (got / "log_rank1.txt").is_file()
+    assert (got / "log_rank0.txt").is_file() and ((rank1_dir or got) / "log_rank1.txt").is_file()
     assert sorted(p.name for p in got.glob("checkpoint_*.pth")) == sorted(p.name for p in want.glob("checkpoint_*.pth"))
     # the same run, to the bit: gloo sums two ranks' gradients the same way whichever launcher holds them
     assert h.train_losses(got) == h.train_losses(want)
@@ -177,3 +187,28 @@ def test_slurm_script_starts_one_launcher_per_node(world, reference, tmp_path):
     log = tmp_path / "sbatch.log"
     _wait([_popen(["bash", str(SBATCH)], env, log)], [log], "scripts/slurm/stage1.sbatch")
     _assert_same_run(tmp_path / "out" / "job", reference)
+
+
+def test_resume_with_node_local_run_folders(world, reference, tmp_path):
+    """Each node writes into a folder on its own disk, as with a relative ``run.output_dir`` and each launcher in
+    its own working directory: only rank 0's folder holds checkpoints, and rank 1 cannot read that path. Resuming,
+    rank 0 picks the checkpoint and sends it to rank 1, which has none of its own."""
+    cfg = _config(world, tmp_path)
+    node_dirs = [tmp_path / f"node{node_rank}" for node_rank in (0, 1)]
+    for node_dir in node_dirs:
+        node_dir.mkdir()
+    options = ("run.output_dir=out", "run.auto_resume=True")
+    _two_launchers(cfg, lambda node_rank: options, lambda node_rank: node_dirs[node_rank])
+    run0, run1 = node_dirs[0] / "out" / "job", node_dirs[1] / "out" / "job"
+    assert not list(run1.glob("checkpoint_*.pth")) and (run1 / "log_rank1.txt").is_file()
+    # as if the job had been killed right after its step-4 checkpoint: what it wrote later is gone
+    later = [path for step, path in ckpt.list_checkpoints(run0) if step > 4]
+    assert later
+    for path in [*later, run0 / "summary.json"]:
+        path.unlink()
+    assert ckpt.latest_checkpoint(run0).name in ("checkpoint_step4.pth", "checkpoint_0.pth")
+    _two_launchers(cfg, lambda node_rank: options, lambda node_rank: node_dirs[node_rank])
+    log0 = (run0 / "log_rank0.txt").read_text()
+    assert "not readable on every node: rank 0 sends it to the others" in log0
+    assert "from step 4" in log0 and "from step 4" in (run1 / "log_rank1.txt").read_text()
+    _assert_same_run(run0, reference, rank1_dir=run1)

@@ -165,6 +165,24 @@ def barrier() -> None:
         dist.barrier()
 
 
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every rank (pickled; for small control data); ``obj`` itself in one process."""
+    if not is_dist_avail_and_initialized():
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=src)
+    return holder[0]
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order; ``[obj]`` in one process."""
+    if not is_dist_avail_and_initialized():
+        return [obj]
+    gathered: list[Any] = [None] * get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
 def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     """The mean of ``tensor`` over all ranks (a copy; the input itself is returned in a single process)."""
     if not is_dist_avail_and_initialized():

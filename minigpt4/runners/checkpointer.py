@@ -227,7 +227,25 @@ class Checkpointer:
         return self.run_dir / BEST_CHECKPOINT
 
     def find_resume(self, auto_resume: bool, resume_ckpt_path: str | None) -> Path | None:
-        """The newest complete checkpoint of the run folder (``auto_resume``), else ``resume_ckpt_path``."""
+        """The newest complete checkpoint of the run folder (``auto_resume``), else ``resume_ckpt_path``.
+
+        Global rank 0 decides (it writes the checkpoints) and every rank gets its answer, so that all ranks
+        resume from the same step even where the run folder is on each node's own disk and only rank 0's holds
+        checkpoints (see :meth:`load_resume_state`).
+        """
+        found: tuple[str | None, str | None] = (None, None)
+        if dist_utils.is_main_process():
+            try:
+                path = self._find_resume(auto_resume, resume_ckpt_path)
+                found = (None if path is None else str(path), None)
+            except FileNotFoundError as err:
+                found = (None, str(err))
+        path_str, error = dist_utils.broadcast_object(found)
+        if error is not None:
+            raise FileNotFoundError(error)
+        return None if path_str is None else Path(path_str)
+
+    def _find_resume(self, auto_resume: bool, resume_ckpt_path: str | None) -> Path | None:
         if auto_resume:
             latest = latest_checkpoint(self.run_dir)
             if latest is not None:
@@ -238,6 +256,21 @@ class Checkpointer:
                 raise FileNotFoundError(f"run.resume_ckpt_path: no such checkpoint file: {path}")
             return path
         return None
+
+    @staticmethod
+    def load_resume_state(path: Path) -> dict[str, Any]:
+        """The checkpoint at ``path`` (chosen by rank 0) on every rank.
+
+        A rank reads the file itself where it can; when some rank cannot (a run folder on node-local disks, where
+        only rank 0's node holds checkpoints), rank 0 reads it and sends it to every rank instead.
+        """
+        readable = path.is_file()
+        if all(dist_utils.all_gather_object(readable)):
+            return load_checkpoint_file(path)
+        if dist_utils.is_main_process():
+            logger.info("%s is not readable on every node: rank 0 sends it to the others", path)
+        state = load_checkpoint_file(path) if dist_utils.is_main_process() else None
+        return dist_utils.broadcast_object(state)
 
     def prepare(self, resuming: bool, config_yaml: str) -> None:
         """Create the folder, drop torn temporary files, refuse to overwrite another run, write config.yaml."""

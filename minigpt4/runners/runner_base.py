@@ -470,7 +470,7 @@ class RunnerBase:
     def load_training_state(self, path: Path) -> dict[str, Any]:
         """Restore weights, optimizer, scheduler, scaler, counters and components; return the per-rank states."""
         logger.info("resuming from %s", path)
-        state = ckpt.load_checkpoint_file(path)
+        state = self.checkpointer.load_resume_state(path)
         ckpt.load_trainable_weights(self.model, state["model"], path)
         if state.get("optimizer") is not None:
             self.optimizer.load_state_dict(state["optimizer"])
