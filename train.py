@@ -75,11 +75,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse arguments, build everything from the config and train. Returns the runner's summary."""
     from minigpt4.common import dist_utils
     from minigpt4.common.config import Config, ConfigError
-    from minigpt4.common.logger import setup_logger
     from minigpt4.common.preflight import check_or_raise
-    from minigpt4.common.registry import registry
-    from minigpt4.runners.runner_base import check_run_config, job_id_from_config
-    from minigpt4.tasks import setup_task
+    from minigpt4.runners.runner_base import check_run_config
 
     args = parse_args(argv)
     cfg = Config(args)  # every config error surfaces here, before anything heavy is built
@@ -92,25 +89,38 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     check_or_raise(cfg)  # the pre-flight check: weights, tokenizer, checkpoint, data, memory (headers only)
     dist_utils.init_distributed_mode(run_cfg)
     try:
-        job_id = job_id_from_config(run_cfg)
-        rank = dist_utils.get_rank()
-        run_dir = f"{run_cfg.output_dir}/{job_id}"
-        setup_logger(output_dir=run_dir, rank=rank)
-        setup_seeds(int(run_cfg.seed) + rank)
-        if dist_utils.is_main_process():
-            cfg.pretty_print()
-
-        task = setup_task(cfg)
-        datasets = task.build_datasets(cfg)
-        model = task.build_model(cfg)
-        runner = registry.get_runner_class(run_cfg.runner)(
-            cfg=cfg, task=task, model=model, datasets=datasets, job_id=job_id
-        )
-        summary = runner.train()
+        summary = _train(cfg)
         _log_summary(summary)
         return summary
     finally:
+        # _train's runner, model and DDP wrapper are gone by now, so the process group is not still held by them
+        # while the interpreter shuts down (see dist_utils.destroy_distributed)
         dist_utils.destroy_distributed()
+
+
+def _train(cfg: Any) -> dict[str, Any]:
+    """Build the task, datasets, model and runner of ``cfg`` on this rank and train; the runner's summary."""
+    from minigpt4.common import dist_utils
+    from minigpt4.common.logger import setup_logger
+    from minigpt4.common.registry import registry
+    from minigpt4.runners.runner_base import job_id_from_config
+    from minigpt4.tasks import setup_task
+
+    run_cfg = cfg.run_cfg
+    job_id = job_id_from_config(run_cfg)
+    rank = dist_utils.get_rank()
+    setup_logger(output_dir=f"{run_cfg.output_dir}/{job_id}", rank=rank)
+    setup_seeds(int(run_cfg.seed) + rank)
+    if dist_utils.is_main_process():
+        cfg.pretty_print()
+
+    task = setup_task(cfg)
+    datasets = task.build_datasets(cfg)
+    model = task.build_model(cfg)
+    runner = registry.get_runner_class(run_cfg.runner)(
+        cfg=cfg, task=task, model=model, datasets=datasets, job_id=job_id
+    )
+    return runner.train()
 
 
 def _log_summary(summary: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import gc
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -193,6 +194,14 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def destroy_distributed() -> None:
-    """Leave the process group (safe to call when none exists)."""
+    """Leave the process group (safe to call when none exists).
+
+    Unreachable objects are collected first, so that a DDP wrapper caught in a reference cycle does not keep the
+    group's backend (and its worker threads) alive into interpreter shutdown, where destroying it can abort the
+    process after a finished run; callers drop their own references to models and runners before calling this.
+    No barrier here: a rank that failed must not wait for ranks that are still in a collective.
+    """
     if is_dist_avail_and_initialized():
+        gc.collect()
         dist.destroy_process_group()
+        gc.collect()
